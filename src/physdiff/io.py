@@ -52,3 +52,9 @@ def _to_builtin(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write one array to `.npy` atomically."""
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, array)

@@ -1,0 +1,26 @@
+# Physics-guided partitioned diffusion priors for multi-slice reconstruction.
+#
+#   snakemake --cores 2                         # embedded default (offline, CPU)
+#   snakemake --profile profiles/slurm --configfile config/paper.yaml   # the paper's scale
+#
+# The configuration is validated against workflow/schemas/config.schema.yaml before the DAG is
+# built; see config/README.md for every key.
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data_mri.smk"
+include: "workflow/rules/data_stem.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        rules.prepare_mri.output,
+        mri_ood_outputs(),
+        mri_mask_outputs(),
+        stem_sample_outputs(),
+        rules.plot_datasets.output,
+    default_target: True

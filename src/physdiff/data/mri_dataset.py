@@ -1,0 +1,66 @@
+"""Build the MRI dataset: find volumes, preprocess each to (S, H, W), split by subject.
+
+This is what the `prepare_mri` and `prepare_roots` rules run. The arrays it returns stack the
+volumes of a split as (N, S, H, W) float32 in [0, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from physdiff.data.mri_prep import preprocess_volume, split_subjects
+from physdiff.data.nifti import find_brats_subjects, find_nifti_volumes, load_volume, volume_id
+from physdiff.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def find_volumes(source: str, path: str | os.PathLike) -> list[Path]:
+    """The volume files of a source: `synthetic`/`brats` (BraTS layout) or `nifti` (any folder)."""
+    if source in ("synthetic", "brats"):
+        return find_brats_subjects(path)
+    if source == "nifti":
+        return find_nifti_volumes(path)
+    raise ConfigError(f"config key 'mri.source': unknown source '{source}'; expected synthetic, brats or nifti")
+
+
+def preprocess_files(
+    paths: Sequence[Path], *, n_slices: int, size: Sequence[int], margin: float, progress: bool = True
+) -> np.ndarray:
+    """Load and preprocess every volume into one (N, S, H, W) float32 array in [0, 1]."""
+    out = np.empty((len(paths), n_slices, *size), dtype=np.float32)
+    for i, path in enumerate(tqdm(paths, desc="preprocess", unit="vol", disable=not progress)):
+        out[i] = preprocess_volume(load_volume(path), n_slices=n_slices, size=tuple(size), margin=margin)
+    return out
+
+
+def build_mri_splits(
+    source: str,
+    path: str | os.PathLike,
+    *,
+    n_slices: int,
+    size: Sequence[int],
+    margin: float,
+    fractions: dict,
+    seed: int,
+    progress: bool = True,
+) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Split the subjects (seeded) and preprocess each split: {split: (subject ids, array)}."""
+    paths = find_volumes(source, path)
+    by_id = {volume_id(p): p for p in paths}
+    if len(by_id) != len(paths):
+        raise ConfigError(f"{path}: two volumes share a subject id; give each subject one file")
+    log.info("found %d volumes under %s", len(paths), path)
+    splits = split_subjects(
+        list(by_id), fractions=(fractions["train"], fractions["val"], fractions["test"]), seed=seed
+    )
+    return {
+        name: (ids, preprocess_files([by_id[i] for i in ids], n_slices=n_slices, size=size, margin=margin, progress=progress))
+        for name, ids in splits.items()
+    }

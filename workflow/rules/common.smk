@@ -1,0 +1,89 @@
+# Shared set-up: config validation, the sample plan, and input/output helpers.
+
+import os
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+# The package lives in src/. Putting it on the path here (and in PYTHONPATH for the jobs) lets
+# the workflow run in a `--sdm conda` environment where physdiff itself is not pip-installed.
+_SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, _SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
+
+from physdiff.config import validate_config, center_fraction
+from physdiff.errors import PhysdiffError
+
+try:
+    validate_config(config)
+except PhysdiffError as exc:
+    raise WorkflowError(str(exc)) from None
+
+from physdiff.data.plan import stem_plan
+
+try:
+    STEM_PLAN = stem_plan(config)
+except PhysdiffError as exc:
+    raise WorkflowError(str(exc)) from None
+
+STEM_SAMPLES = {row["sample"]: row for row in STEM_PLAN}
+MRI_CFG = config["mri"]
+MASK_IDS = [f"{k}_R{r}" for k in MRI_CFG["masks"]["kinds"] for r in MRI_CFG["masks"]["accelerations"]]
+
+
+wildcard_constraints:
+    split="train|val|test|ood",
+    kind="uniform|gaussian|random",
+    R=r"\d+",
+    sample=r"[A-Za-z0-9_\-]+",
+
+
+localrules:
+    fetch_materials_project,
+
+
+def mri_raw_dir(wildcards=None):
+    """The folder the MRI volumes are read from: generated, or the user's data."""
+    if MRI_CFG["source"] == "synthetic":
+        return rules.synthesize_flair.output[0]
+    return MRI_CFG["path"]
+
+
+def mri_ood_outputs():
+    return [rules.prepare_roots.output.ood] if MRI_CFG["ood"]["enabled"] else []
+
+
+def mri_mask_outputs():
+    return expand("results/data/mri/masks/{mask}.npy", mask=MASK_IDS)
+
+
+def stem_sample_outputs(split=None):
+    return [
+        f"results/data/stem/{row['split']}/{row['sample']}.npz"
+        for row in STEM_PLAN
+        if split is None or row["split"] == split
+    ]
+
+
+def stem_structure_input(wildcards):
+    """A CIF file for user or Materials Project samples; nothing for catalogue crystals."""
+    row = STEM_SAMPLES[wildcards.sample]
+    if row["source"] == "cif":
+        return row["path"]
+    if row["source"] == "mp":
+        return f"results/data/stem/structures/{row['name']}.cif"
+    return []
+
+
+def stem_figure_samples():
+    """The CoPt3 sample and the hexagonal example that the dataset figure shows."""
+    cubic = next((r for r in STEM_PLAN if r["name"] == "CoPt3"), STEM_PLAN[0])
+    hexa = next(
+        (r for r in STEM_PLAN if r["split"] == "ood" and r["name"] == config["figures"]["hexagonal_example"]),
+        next((r for r in STEM_PLAN if r["split"] == "ood"), cubic),
+    )
+    return {
+        kind: f"results/data/stem/{row['split']}/{row['sample']}.npz"
+        for kind, row in (("cubic", cubic), ("hexagonal", hexa))
+    }

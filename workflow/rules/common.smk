@@ -36,7 +36,7 @@ wildcard_constraints:
     split="train|val|test|ood",
     kind="uniform|gaussian|random",
     R=r"\d+",
-    sample=r"[A-Za-z0-9_\-]+",
+    crystal="[A-Za-z0-9]+",
 
 
 localrules:
@@ -66,14 +66,15 @@ def stem_sample_outputs(split=None):
     ]
 
 
+def stem_rows(crystal, split):
+    """The planned samples of one catalogue crystal in one split, in plan order."""
+    return [r for r in STEM_PLAN if r["name"] == crystal and r["split"] == split and r["source"] == "catalogue"]
+
+
 def stem_structure_input(wildcards):
-    """A CIF file for user or Materials Project samples; nothing for catalogue crystals."""
-    row = STEM_SAMPLES[wildcards.sample]
-    if row["source"] == "cif":
-        return row["path"]
-    if row["source"] == "mp":
-        return f"results/data/stem/structures/{row['name']}.cif"
-    return []
+    """The CIF file of a user or Materials Project sample."""
+    row = STEM_SAMPLES[wildcards.user_sample]
+    return row["path"] if row["source"] == "cif" else f"results/data/stem/structures/{row['name']}.cif"
 
 
 def stem_figure_samples():

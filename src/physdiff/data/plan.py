@@ -1,0 +1,63 @@
+"""The 4D-STEM sample plan: which (crystal, zone axis, offset) lands in which split.
+
+The plan is a pure function of the config, so Snakemake can enumerate one simulation job per
+sample when it builds the DAG. Catalogue crystals are split by crystal (test crystals are never
+seen in training; CoPt3 and Tb3InC always go to test), hexagonal crystals form the `ood` split,
+and user CIF files and Materials Project ids join the test split.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from physdiff.data.crystals import catalogue, get_crystal, hexagonal_ood
+from physdiff.data.stem_sim import split_crystals, stem_sample_plan
+from physdiff.errors import ConfigError
+
+
+def _entries(names, known, key):
+    by_name = {e.name: e for e in known}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ConfigError(f"config key '{key}': unknown crystal(s) {unknown}; known: {sorted(by_name)}")
+    return [by_name[n] for n in names]
+
+
+def stem_plan(cfg: dict) -> list[dict]:
+    """Rows {sample, split, source, name, zone_axis, offset, seed[, path]} for every simulation."""
+    stem, seed = cfg["stem"], cfg["seed"]
+    cubic = catalogue() if stem["crystals"] is None else _entries(stem["crystals"], catalogue(), "stem.crystals")
+    splits = split_crystals([e.name for e in cubic], fractions=stem["split"], seed=seed)
+    split_of = {name: split for split, names in splits.items() for name in names}
+
+    rows = []
+    plan = stem_sample_plan(cubic, zone_axes=stem["zone_axes"], offsets_per_axis=stem["offsets_per_axis"], seed=seed)
+    for item in plan:
+        rows.append(_row(item, split_of[item["name"]], "catalogue"))
+    hexagonal = _entries(stem["ood"], hexagonal_ood(), "stem.ood")
+    for item in stem_sample_plan(hexagonal, zone_axes=stem["ood_zone_axes"], offsets_per_axis=1, seed=seed):
+        rows.append(_row(item, "ood", "catalogue"))
+    # User structures are named user-<file stem> and mp-<id>: the "-" keeps them apart from
+    # catalogue samples (<crystal>_<axis>_<k>) in the Snakemake output patterns.
+    for path in stem["cif_files"]:
+        name = "user-" + re.sub(r"[^A-Za-z0-9]+", "-", Path(path).name.removesuffix(".cif")).strip("-")
+        rows.append({"sample": name, "split": "test", "source": "cif", "name": name, "path": path,
+                     "zone_axis": "001", "offset": (0.0, 0.0), "seed": seed})
+    for mp_id in stem["materials_project_ids"]:
+        rows.append({"sample": mp_id, "split": "test", "source": "mp", "name": mp_id,
+                     "zone_axis": "001", "offset": (0.0, 0.0), "seed": seed})
+    names = [r["sample"] for r in rows]
+    if len(set(names)) != len(names):
+        raise ConfigError("config keys 'stem.cif_files'/'stem.materials_project_ids': two samples share a name")
+    return rows
+
+
+def _row(item: dict, split: str, source: str) -> dict:
+    return {"sample": item["sample_id"], "split": split, "source": source, "name": item["name"],
+            "zone_axis": item["zone_axis"], "offset": tuple(item["offset"]), "seed": item["seed"]}
+
+
+def crystal_entry(row: dict):
+    """The catalogue entry of a planned sample (catalogue sources only)."""
+    return get_crystal(row["name"])

@@ -1,0 +1,98 @@
+"""k-space undersampling masks: acceleration, centre band, convention, seeding."""
+
+import numpy as np
+import pytest
+
+from physdiff.data.masks import MASK_KINDS, acceleration_of, center_band, make_mask
+from physdiff.errors import ConfigError, InputError
+
+SHAPE = (96, 128)
+CENTER = {4: 0.08, 8: 0.04}  # SPEC 3's centre fractions
+
+
+@pytest.mark.parametrize("acceleration", [4, 8])
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_achieved_acceleration_matches_target(kind, acceleration):
+    mask = make_mask(kind, shape=SHAPE, acceleration=acceleration, center_fraction=CENTER[acceleration], seed=0)
+    achieved = acceleration_of(mask)
+    if kind == "uniform":
+        # The comb gives W / R lines; centre-band lines off the comb come on top of it.
+        n_comb = SHAPE[1] / acceleration
+        n_extra = len(center_band(SHAPE[1], CENTER[acceleration]))
+        assert SHAPE[1] / (n_comb + n_extra) <= achieved <= acceleration
+    else:
+        assert achieved == pytest.approx(acceleration, rel=0.02)
+
+
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_mask_samples_whole_phase_encode_lines_and_full_centre(kind):
+    mask = make_mask(kind, shape=SHAPE, acceleration=4, center_fraction=0.08, seed=3)
+    assert mask.shape == SHAPE and mask.dtype == bool
+    assert (mask == mask[:1]).all(), "each phase-encode column must be all sampled or all skipped"
+    band = center_band(SHAPE[1], 0.08)
+    assert len(band) == round(0.08 * SHAPE[1])
+    assert mask[:, band].all()
+
+
+def test_centre_band_holds_k_zero_of_fftshift():
+    # np.fft.fftshift puts frequency 0 at index W // 2: the band must contain it, odd W too.
+    for width in (64, 65, 128):
+        freqs = np.fft.fftshift(np.fft.fftfreq(width))
+        band = center_band(width, 0.1)
+        assert freqs[width // 2] == 0 and width // 2 in band
+        # ... and be the lowest |k| there are.
+        assert np.allclose(np.sort(np.abs(freqs[band])), np.sort(np.abs(freqs))[: len(band)])
+
+
+def test_masks_are_deterministic_for_a_seed():
+    for kind in MASK_KINDS:
+        a = make_mask(kind, shape=SHAPE, acceleration=4, center_fraction=0.08, seed=7, n_slices=4)
+        b = make_mask(kind, shape=SHAPE, acceleration=4, center_fraction=0.08, seed=7, n_slices=4)
+        assert np.array_equal(a, b)
+    c = make_mask("random", shape=SHAPE, acceleration=4, center_fraction=0.08, seed=8)
+    d = make_mask("random", shape=SHAPE, acceleration=4, center_fraction=0.08, seed=7)
+    assert not np.array_equal(c, d)
+
+
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_per_slice_masks_differ_between_slices(kind):
+    stack = make_mask(kind, shape=SHAPE, acceleration=4, center_fraction=0.08, seed=1, n_slices=8)
+    assert stack.shape == (8, *SHAPE)
+    distinct = {stack[s, 0].tobytes() for s in range(8)}
+    assert len(distinct) > 1
+    band = center_band(SHAPE[1], 0.08)
+    assert stack[:, :, band].all()
+
+
+def test_gaussian_lines_cluster_nearer_k_zero_than_random():
+    width = SHAPE[1]
+
+    def mean_abs_k(kind):
+        stack = make_mask(kind, shape=(1, width), acceleration=8, center_fraction=0.0, seed=5, n_slices=200)
+        k = np.abs(np.arange(width) - width // 2)
+        return (stack[:, 0, :] * k).sum() / stack.sum()
+
+    # Flat density over |k| <= W/2 gives mean |k| ~ W/4 = 32; the gaussian (std W/4) much less.
+    assert mean_abs_k("random") == pytest.approx(width / 4, rel=0.1)
+    assert mean_abs_k("gaussian") < 0.8 * mean_abs_k("random")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kind="spiral", acceleration=4, center_fraction=0.08),
+        dict(kind="random", acceleration=0.5, center_fraction=0.08),
+        dict(kind="random", acceleration=4, center_fraction=1.0),
+        dict(kind="random", acceleration=4, center_fraction=-0.1),
+    ],
+)
+def test_bad_mask_settings_raise_config_error(kwargs):
+    kind = kwargs.pop("kind")
+    with pytest.raises(ConfigError):
+        make_mask(kind, shape=SHAPE, seed=0, **kwargs)
+
+
+def test_acceleration_of_empty_mask_is_an_input_error():
+    with pytest.raises(InputError):
+        acceleration_of(np.zeros(SHAPE, dtype=bool))
+    assert acceleration_of(np.ones(SHAPE, dtype=bool)) == 1.0

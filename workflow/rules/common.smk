@@ -1,16 +1,10 @@
 # Shared set-up: config validation, the sample plan, and input/output helpers.
 
-import os
-import sys
-from pathlib import Path
-
 from snakemake.exceptions import WorkflowError
 
-# The package lives in src/. Putting it on the path here (and in PYTHONPATH for the jobs) lets
-# the workflow run in a `--sdm conda` environment where physdiff itself is not pip-installed.
-_SRC = str(Path(workflow.basedir) / "src")
-sys.path.insert(0, _SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
+# physdiff must be importable here (pip install -e .). Jobs that run in a `--sdm conda`
+# environment, where it is not installed, find it through the symlink workflow/scripts/physdiff,
+# since Snakemake puts each script's folder on sys.path.
 
 from physdiff.config import validate_config, center_fraction
 from physdiff.errors import PhysdiffError

@@ -13,6 +13,8 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data_mri.smk"
 include: "workflow/rules/data_stem.smk"
+include: "workflow/rules/reconstruct.smk"
+include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -23,4 +25,5 @@ rule all:
         mri_mask_outputs(),
         stem_sample_outputs(),
         rules.plot_datasets.output,
+        rules.baseline_table.output,
     default_target: True

@@ -50,7 +50,7 @@ def test_test_config_runs_every_rule_end_to_end(tmp_path):
         assert sample["potential"].shape[0] == cfg["stem"]["simulation"]["n_slices"]
     assert (work / "results/figures/datasets.png").stat().st_size > 10_000
     # every rule leaves a log behind
-    assert any((work / "logs").rglob("*.log"))
+    assert any((work / "results" / "logs").rglob("*.log"))
 
 
 def test_bad_config_stops_before_any_job_naming_the_key(tmp_path):

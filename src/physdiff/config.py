@@ -102,6 +102,12 @@ def _check_semantics(cfg: dict) -> None:
     for r in mri["masks"]["accelerations"]:
         if str(r) not in {str(k) for k in cf}:
             problems.append(f"config key 'mri.masks.center_fraction': no entry for acceleration R={r}")
+    built = {f"{k}_R{r}" for k in mri["masks"]["kinds"] for r in mri["masks"]["accelerations"]}
+    for name in cfg["recon"]["mri"]["ood_masks"]:
+        if name not in built:
+            problems.append(
+                f"config key 'recon.mri.ood_masks': mask '{name}' is not built by mri.masks (built: {sorted(built)})"
+            )
     gpts = cfg["stem"]["simulation"]["gpts"]
     if largest_prime_factor(gpts) > 7:
         problems.append(

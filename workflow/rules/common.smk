@@ -14,10 +14,14 @@ try:
 except PhysdiffError as exc:
     raise WorkflowError(str(exc)) from None
 
+from physdiff.data.mri_dataset import planned_split_sizes
 from physdiff.data.plan import stem_plan
 
 try:
     STEM_PLAN = stem_plan(config)
+    MRI_SPLIT_SIZES = planned_split_sizes(
+        config["mri"]["source"], config["mri"]["path"], config["mri"]["n_subjects"], config["mri"]["split"], config["seed"]
+    )
 except PhysdiffError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -82,3 +86,53 @@ def stem_figure_samples():
         kind: f"results/data/stem/{row['split']}/{row['sample']}.npz"
         for kind, row in (("cubic", cubic), ("hexagonal", hexa))
     }
+
+
+# --- reconstructions -------------------------------------------------------------------------
+
+RECON = config["recon"]
+
+
+def _first(items):
+    return list(items)[: RECON["max_samples"]] if RECON["max_samples"] else list(items)
+
+
+def mri_recon_samples(dataset):
+    """Indices of the MRI volumes reconstructed: the first of the test (or OOD) array."""
+    n = MRI_SPLIT_SIZES["test"] if dataset == "brats" else MRI_CFG["ood"]["n_volumes"]
+    return _first(str(i) for i in range(n))
+
+
+def stem_recon_samples(split):
+    """Planned 4D-STEM samples reconstructed: CoPt3 and Tb3InC first, then the plan's order."""
+    rows = [r for r in STEM_PLAN if r["split"] == split]
+    rows.sort(key=lambda r: r["name"] not in ("CoPt3", "Tb3InC"))
+    return _first(r["sample"] for r in rows)
+
+
+def mri_volumes_of(wildcards):
+    return rules.prepare_mri.output.test if wildcards.dataset == "brats" else rules.prepare_roots.output.ood
+
+
+def mri_tuning_of(wildcards):
+    """The chosen regularisation weight (tuned on the BraTS validation split, also for OOD)."""
+    if wildcards.method == "zero_filled":
+        return []
+    return f"results/recon/mri/tuning/{wildcards.mask}/{wildcards.method}.json"
+
+
+def baseline_metrics():
+    """Every metrics row the baseline table gathers."""
+    out = []
+    datasets = [("brats", MASK_IDS)] + ([("roots", RECON["mri"]["ood_masks"])] if MRI_CFG["ood"]["enabled"] else [])
+    for dataset, masks in datasets:
+        out += expand(
+            "results/recon/mri/{dataset}/{mask}/{method}/{sample}.json",
+            dataset=dataset, mask=masks, method=RECON["mri"]["methods"], sample=mri_recon_samples(dataset),
+        )
+    for split in ("test", "ood"):
+        out += expand(
+            "results/recon/stem/{split}/{method}/{sample}.json",
+            split=split, method=RECON["stem"]["methods"], sample=stem_recon_samples(split),
+        )
+    return out

@@ -6,9 +6,9 @@ rule synthesize_flair:
     output:
         directory("results/data/mri/raw/synthetic"),
     log:
-        "logs/data/synthesize_flair.log",
+        "results/logs/data/synthesize_flair.log",
     benchmark:
-        "benchmarks/data/synthesize_flair.tsv"
+        "results/benchmarks/data/synthesize_flair.tsv"
     params:
         n_subjects=MRI_CFG["n_subjects"],
         shape=MRI_CFG["volume_shape"],
@@ -32,9 +32,9 @@ rule prepare_mri:
         test="results/data/mri/brats/test.npy",
         subjects="results/data/mri/brats/subjects.json",
     log:
-        "logs/data/prepare_mri.log",
+        "results/logs/data/prepare_mri.log",
     benchmark:
-        "benchmarks/data/prepare_mri.tsv"
+        "results/benchmarks/data/prepare_mri.tsv"
     params:
         source=MRI_CFG["source"],
         n_slices=MRI_CFG["n_slices"],
@@ -56,9 +56,9 @@ rule synthesize_roots:
     output:
         directory("results/data/mri/raw/roots"),
     log:
-        "logs/data/synthesize_roots.log",
+        "results/logs/data/synthesize_roots.log",
     benchmark:
-        "benchmarks/data/synthesize_roots.tsv"
+        "results/benchmarks/data/synthesize_roots.tsv"
     params:
         n_volumes=MRI_CFG["ood"]["n_volumes"],
         parameter_set=MRI_CFG["ood"]["parameter_set"],
@@ -82,9 +82,9 @@ rule prepare_roots:
         ood="results/data/mri/roots/ood.npy",
         subjects="results/data/mri/roots/subjects.json",
     log:
-        "logs/data/prepare_roots.log",
+        "results/logs/data/prepare_roots.log",
     benchmark:
-        "benchmarks/data/prepare_roots.tsv"
+        "results/benchmarks/data/prepare_roots.tsv"
     params:
         n_slices=MRI_CFG["n_slices"],
         size=MRI_CFG["size"],
@@ -103,7 +103,7 @@ rule make_mask:
     output:
         "results/data/mri/masks/{kind}_R{R}.npy",
     log:
-        "logs/data/make_mask_{kind}_R{R}.log",
+        "results/logs/data/make_mask_{kind}_R{R}.log",
     params:
         center_fraction=lambda wc: center_fraction(config, int(wc.R)),
         size=MRI_CFG["size"],

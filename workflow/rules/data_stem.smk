@@ -11,9 +11,9 @@ rule simulate_crystal:
             k=range(config["stem"]["offsets_per_axis"]),
         ),
     log:
-        "logs/data/simulate_stem/{split}/{crystal}.log",
+        "results/logs/data/simulate_stem/{split}/{crystal}.log",
     benchmark:
-        "benchmarks/data/simulate_stem/{split}/{crystal}.tsv"
+        "results/benchmarks/data/simulate_stem/{split}/{crystal}.tsv"
     wildcard_constraints:
         split="train|val|test",
     params:
@@ -33,9 +33,9 @@ rule simulate_ood_crystal:
     output:
         expand("results/data/stem/ood/{{crystal}}_{axis}_0.npz", axis=config["stem"]["ood_zone_axes"]),
     log:
-        "logs/data/simulate_stem/ood/{crystal}.log",
+        "results/logs/data/simulate_stem/ood/{crystal}.log",
     benchmark:
-        "benchmarks/data/simulate_stem/ood/{crystal}.tsv"
+        "results/benchmarks/data/simulate_stem/ood/{crystal}.tsv"
     params:
         rows=lambda wc: stem_rows(wc.crystal, "ood"),
         simulation=config["stem"]["simulation"],
@@ -53,7 +53,7 @@ rule fetch_materials_project:
     output:
         "results/data/stem/structures/{mp_id}.cif",
     log:
-        "logs/data/fetch_{mp_id}.log",
+        "results/logs/data/fetch_{mp_id}.log",
     wildcard_constraints:
         mp_id=r"mp-\d+",
     threads: 1
@@ -69,9 +69,9 @@ rule simulate_user_structure:
     output:
         "results/data/stem/test/{user_sample}.npz",
     log:
-        "logs/data/simulate_stem/test/{user_sample}.log",
+        "results/logs/data/simulate_stem/test/{user_sample}.log",
     benchmark:
-        "benchmarks/data/simulate_stem/test/{user_sample}.tsv"
+        "results/benchmarks/data/simulate_stem/test/{user_sample}.tsv"
     wildcard_constraints:
         user_sample=r"(user|mp)-[A-Za-z0-9\-]+",
     params:

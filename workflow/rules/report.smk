@@ -13,7 +13,7 @@ rule plot_datasets:
             category="Data",
         ),
     log:
-        "logs/report/plot_datasets.log",
+        "results/logs/report/plot_datasets.log",
     params:
         dpi=config["figures"]["dpi"],
     threads: 1

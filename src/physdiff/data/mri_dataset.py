@@ -64,3 +64,10 @@ def build_mri_splits(
         name: (ids, preprocess_files([by_id[i] for i in ids], n_slices=n_slices, size=size, margin=margin, progress=progress))
         for name, ids in splits.items()
     }
+
+
+def planned_split_sizes(source: str, path: str | os.PathLike | None, n_synthetic: int, fractions: dict, seed: int) -> dict[str, int]:
+    """How many subjects each split will hold, known before any volume is read (for the DAG)."""
+    n = n_synthetic if source == "synthetic" else len(find_volumes(source, path))
+    splits = split_subjects([str(i) for i in range(n)], fractions=(fractions["train"], fractions["val"], fractions["test"]), seed=seed)
+    return {name: len(ids) for name, ids in splits.items()}

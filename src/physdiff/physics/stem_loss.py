@@ -1,0 +1,159 @@
+"""4D-STEM data fidelity, SPEC Eq. (2), and the physics step, SPEC Eq. (5).
+
+Amplitude form:  L(V) = sum_p || sqrt(I_p) - |F psi_S^p(V)| ||^2
+Intensity form:  L(V) = sum_p || I_p - |F psi_S^p(V)|^2 ||^2
+Physics step:    V <- prox_{eta R}(V - eta grad L(V)),  R(V) = lam ||V||_1 (+ V >= 0),
+whose prox is soft thresholding by eta * lam (then clipping at 0 when positivity is on).
+
+Step-size rule (documented choice): backtracking line search for proximal gradient (Beck &
+Teboulle 2009). Start from eta0 (the caller's, else a secant estimate 1/L of the gradient's
+Lipschitz constant), accept V+ when L(V+) <= L(V) + <g, V+ - V> + ||V+ - V||^2 / (2 eta),
+else halve eta (at most ``max_backtracks`` times). ``line_search=False`` takes the step eta0
+as is (the fixed rule). The accepted eta is returned so callers can warm-start the next step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from physdiff.errors import InputError
+from physdiff.physics.multislice import MultisliceModel
+
+LOSS_FORMS = ("amplitude", "intensity")
+
+
+def _check(model: MultisliceModel, intensities, form: str) -> torch.Tensor:
+    if form not in LOSS_FORMS:
+        raise InputError(f"loss form must be one of {LOSS_FORMS}, got {form!r}")
+    g = model.geometry
+    measured = torch.as_tensor(intensities, device=model.device, dtype=model.real_dtype)
+    expected = (*g.scan_shape, *g.detector_gpts)
+    if tuple(measured.shape) != expected:
+        raise InputError(f"intensities must have shape (Nx, Ny, Kx, Ky) = {expected}, "
+                         f"got {tuple(measured.shape)}")
+    if not torch.isfinite(measured).all():
+        raise InputError("intensities hold NaN or inf values")
+    return measured.reshape(-1, *g.detector_gpts)
+
+
+def _batch_loss(predicted: torch.Tensor, target: torch.Tensor, form: str) -> torch.Tensor:
+    """Sum of squared residuals; target is sqrt(I) for the amplitude form, I otherwise."""
+    if form == "amplitude":
+        # sqrt has an infinite derivative at 0: the tiny floor keeps the gradient finite
+        residual = torch.sqrt(predicted + 1e-20) - target
+    else:
+        residual = predicted - target
+    return (residual**2).sum()
+
+
+def loss_of_transmission(model: MultisliceModel, transmission: torch.Tensor, intensities, *,
+                         form: str = "amplitude", batch_size: int = 16) -> float:
+    """Return L, SPEC Eq. (2), for given transmission functions O_s (S, H, W) (no gradient)."""
+    measured = _check(model, intensities, form)
+    target = measured.clamp_min(0).sqrt() if form == "amplitude" else measured
+    positions = model.positions_tensor()
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, positions.shape[0], batch_size):
+            predicted = model.far_field(model.exit_waves(positions=positions[i:i + batch_size],
+                                                         transmission=transmission))
+            total += float(_batch_loss(predicted, target[i:i + batch_size], form))
+    return total
+
+
+def loss_and_grad(model: MultisliceModel, potential, intensities, *, form: str = "amplitude",
+                  batch_size: int = 16):
+    """Return (L(V) as float, dL/dV as a tensor (S, H, W)), SPEC Eq. (2), by autograd.
+
+    Memory stays at one batch of waves: the gradient with respect to the transmission
+    functions O_s is accumulated batch by batch, then pulled back to V once.
+    """
+    measured = _check(model, intensities, form)
+    target = measured.clamp_min(0).sqrt() if form == "amplitude" else measured
+    positions = model.positions_tensor()
+    with torch.enable_grad():
+        v = model.as_potential(potential).detach().clone().requires_grad_(True)
+        t = model.transmission(v)
+        t_leaf = t.detach().requires_grad_(True)
+        total = 0.0
+        for i in range(0, positions.shape[0], batch_size):
+            predicted = model.far_field(model.exit_waves(positions=positions[i:i + batch_size],
+                                                         transmission=t_leaf))
+            batch = _batch_loss(predicted, target[i:i + batch_size], form)
+            batch.backward()
+            total += float(batch.detach())
+        t.backward(t_leaf.grad)
+    return total, v.grad.detach()
+
+
+def data_loss(model: MultisliceModel, potential, intensities, *, form: str = "amplitude",
+              batch_size: int = 16) -> float:
+    """Return L(V), SPEC Eq. (2), without the gradient."""
+    with torch.no_grad():
+        transmission = model.transmission(potential)
+    return loss_of_transmission(model, transmission, intensities, form=form, batch_size=batch_size)
+
+
+def prox_sparsity(potential: torch.Tensor, threshold: float, positivity: bool = True) -> torch.Tensor:
+    """Prox of threshold ||V||_1 (+ indicator V >= 0): soft thresholding, then clip at 0."""
+    shrunk = torch.sign(potential) * torch.clamp(potential.abs() - threshold, min=0.0)
+    return shrunk.clamp_min(0.0) if positivity else shrunk
+
+
+def lipschitz_step(model: MultisliceModel, potential, intensities, *, form: str = "amplitude",
+                   batch_size: int = 16, grad=None, probe_scale: float = 1.0) -> float:
+    """Return 1/L with L ~ ||g(V + d) - g(V)|| / ||d||, d = a small step along -g (secant estimate).
+
+    ``probe_scale`` sets ||d|| in V·Å (per-voxel RMS); a phase of sigma * probe_scale is tiny.
+    """
+    v = model.as_potential(potential).detach()
+    if grad is None:
+        _, grad = loss_and_grad(model, v, intensities, form=form, batch_size=batch_size)
+    rms = grad.pow(2).mean().sqrt()
+    if not torch.isfinite(rms) or rms == 0:
+        return 1.0
+    d = -grad * (probe_scale / rms)
+    _, grad2 = loss_and_grad(model, v + d, intensities, form=form, batch_size=batch_size)
+    lipschitz = float((grad2 - grad).norm() / d.norm())
+    return 1.0 / lipschitz if lipschitz > 0 and math.isfinite(lipschitz) else 1.0
+
+
+def physics_step(model: MultisliceModel, potential, intensities, *, eta: float | None = None,
+                 sparsity: float = 0.0, positivity: bool = True, form: str = "amplitude",
+                 line_search: bool = True, max_backtracks: int = 20, batch_size: int = 16,
+                 mask: torch.Tensor | None = None):
+    """One proximal gradient step of SPEC Eq. (5); return (V_new, info).
+
+    ``sparsity`` is lam in R(V) = lam ||V||_1 (units of L per V·Å); the prox threshold is
+    eta * lam (V·Å). ``mask`` (broadcastable to V, 0/1) restricts the step to some
+    voxels, e.g. one slice for layer-wise updates. info holds loss (before), loss_new, eta
+    (accepted), backtracks; loss_new is None with ``line_search=False`` (saves a forward).
+    """
+    v = model.as_potential(potential).detach()
+    loss, grad = loss_and_grad(model, v, intensities, form=form, batch_size=batch_size)
+    if mask is not None:
+        grad = grad * mask
+    if eta is None:
+        eta = lipschitz_step(model, v, intensities, form=form, batch_size=batch_size, grad=grad)
+
+    def candidate(step):
+        new = prox_sparsity(v - step * grad, step * sparsity, positivity)
+        return new if mask is None else torch.where(mask.bool(), new, v)
+
+    backtracks = 0
+    new = candidate(eta)
+    if not line_search:
+        return new, {"loss": loss, "loss_new": None, "eta": eta, "backtracks": 0}
+    new_loss = data_loss(model, new, intensities, form=form, batch_size=batch_size)
+    while backtracks < max_backtracks:
+        diff = new - v
+        bound = loss + float((grad * diff).sum()) + float((diff**2).sum()) / (2 * eta)
+        if math.isfinite(new_loss) and new_loss <= bound:
+            break
+        eta *= 0.5
+        backtracks += 1
+        new = candidate(eta)
+        new_loss = data_loss(model, new, intensities, form=form, batch_size=batch_size)
+    return new, {"loss": loss, "loss_new": new_loss, "eta": eta, "backtracks": backtracks}

@@ -1,0 +1,94 @@
+"""The three 4D-STEM baselines on a tiny CoPt3 case simulated from an abTEM potential."""
+
+import abtem
+import ase
+import numpy as np
+import pytest
+import torch
+from abtem.core.energy import energy2sigma, energy2wavelength
+from skimage.metrics import structural_similarity
+
+from physdiff.errors import InputError
+from physdiff.physics.multislice import MultisliceGeometry, MultisliceModel
+from physdiff.recon.stem_baselines import sparse_decomposition, three_pie, torchslice
+
+
+@pytest.fixture(scope="module")
+def copt3():
+    """CoPt3 2x2x1 cells, 48^2 grid, 2 slices of 1.925 Å, 12x12 scan at 0.64 Å, 200 kV, 20 mrad."""
+    a = 3.85
+    atoms = ase.Atoms("CoPt3", scaled_positions=[(0, 0, 0), (.5, .5, 0), (.5, 0, .5), (0, .5, .5)],
+                      cell=[a, a, a], pbc=True) * (2, 2, 1)
+    with abtem.config.set({"dask.lazy": False}):
+        potential = abtem.Potential(atoms, gpts=48, slice_thickness=1.925)
+        built = potential.build()
+        scan = abtem.GridScan(start=(0, 0), end=(1, 1), fractional=True, gpts=(12, 12),
+                              potential=potential)
+        positions = scan.get_positions()
+    geometry = MultisliceGeometry(
+        energy=200e3, semiangle=20.0, defocus=0.0, sampling=built.sampling, gpts=built.gpts,
+        slice_thickness=built.slice_thickness, sigma=energy2sigma(200e3),
+        wavelength=energy2wavelength(200e3), positions=positions, max_angle="valid")
+    truth = torch.from_numpy(built.array.astype(np.float32))
+    model = MultisliceModel(geometry, device="cpu")
+    return geometry, truth, model.forward(truth), model
+
+
+def projection_ssim(potential, truth):
+    """SSIM of the phase projection sum_s sigma V_s, data_range from the ground truth."""
+    ours, reference = potential.numpy().sum(0), truth.numpy().sum(0)
+    return structural_similarity(ours, reference, data_range=float(reference.max() - reference.min()))
+
+
+def test_three_pie_improves_ssim(copt3):
+    geometry, truth, intensities, model = copt3
+    start = projection_ssim(torch.zeros_like(truth), truth)
+    potential, info = three_pie(intensities, geometry, n_iter=8, model=model, num_threads=1,
+                                progress=False)
+    assert potential.shape == truth.shape and not info["diverged"]
+    assert info["iterations"] == 8 and len(info["loss_history"]) == 9
+    assert info["final_loss"] < 0.1 * info["loss_history"][0]
+    assert projection_ssim(potential, truth) > start + 0.4
+
+
+def test_torchslice_improves_ssim(copt3):
+    geometry, truth, intensities, model = copt3
+    start = projection_ssim(torch.zeros_like(truth), truth)
+    potential, info = torchslice(intensities, geometry, n_iter=10, model=model, num_threads=1,
+                                 progress=False)
+    assert not info["diverged"] and info["final_loss"] < info["loss_history"][0]
+    assert projection_ssim(potential, truth) > start + 0.3
+
+
+def test_sparse_decomposition_decreases_loss(copt3):
+    geometry, truth, intensities, model = copt3
+    potential, info = sparse_decomposition(intensities, geometry, n_iter=3, sparsity=1e-6,
+                                           model=model, num_threads=1, progress=False)
+    history = info["loss_history"]
+    assert not info["diverged"] and all(b <= a for a, b in zip(history, history[1:]))
+    assert history[-1] < 0.9 * history[0]
+    assert bool((potential >= 0).all())
+
+
+@pytest.mark.parametrize("method, kwargs", [
+    (three_pie, {"step_object": 1e6}),
+    (torchslice, {"lr": float("inf")}),
+    (sparse_decomposition, {"eta": float("inf"), "line_search": False}),
+], ids=["3pie", "torchslice", "sparse"])
+def test_divergence_is_reported_not_raised(copt3, method, kwargs):
+    geometry, truth, intensities, model = copt3
+    potential, info = method(intensities, geometry, n_iter=4, model=model, num_threads=1,
+                             progress=False, **kwargs)
+    assert info["diverged"]
+    assert info["iterations"] < 4 or not np.isfinite(info["loss_history"][-1]) \
+        or info["loss_history"][-1] > 10 * info["loss_history"][0]
+    assert bool(torch.isfinite(potential).all()) and potential.shape == truth.shape
+
+
+def test_bad_intensities_raise_input_error(copt3):
+    geometry, truth, intensities, model = copt3
+    kwargs = dict(n_iter=1, model=model, num_threads=1, progress=False)
+    with pytest.raises(InputError, match="shape"):
+        torchslice(intensities[:, :, :5], geometry, **kwargs)
+    with pytest.raises(InputError, match="NaN"):
+        torchslice(intensities * np.nan, geometry, **kwargs)

@@ -1,0 +1,87 @@
+# Classical baselines: one job per (dataset, sample, mask, method), each writing the
+# reconstruction and a one-row metrics table. MRI regularisation weights are chosen first on
+# the validation split.
+
+
+rule tune_mri_baseline:
+    input:
+        val=rules.prepare_mri.output.val,
+        mask="results/data/mri/masks/{mask}.npy",
+    output:
+        "results/recon/mri/tuning/{mask}/{method}.json",
+    log:
+        "results/logs/recon/tune_mri_baseline/{mask}/{method}.log",
+    benchmark:
+        "results/benchmarks/recon/tune_mri_baseline/{mask}/{method}.tsv"
+    wildcard_constraints:
+        method="cs_l1_wavelet|tv|projection",
+    params:
+        grid=lambda wc: config["recon"]["mri"]["grids"][wc.method],
+        max_iter=lambda wc: config["recon"]["mri"]["max_iter"][wc.method],
+        n_val=config["recon"]["mri"]["n_val"],
+        noise_std=config["recon"]["mri"]["noise_std"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/tune_mri_baseline.py"
+
+
+rule reconstruct_baseline_mri:
+    input:
+        volumes=mri_volumes_of,
+        mask="results/data/mri/masks/{mask}.npy",
+        tuning=mri_tuning_of,
+    output:
+        recon="results/recon/mri/{dataset}/{mask}/{method}/{sample}.npy",
+        metrics="results/recon/mri/{dataset}/{mask}/{method}/{sample}.json",
+    log:
+        "results/logs/recon/mri/{dataset}/{mask}/{method}/{sample}.log",
+    benchmark:
+        "results/benchmarks/recon/mri/{dataset}/{mask}/{method}/{sample}.tsv"
+    wildcard_constraints:
+        dataset="brats|roots",
+        method="zero_filled|cs_l1_wavelet|tv|projection",
+        sample=r"\d+",
+    params:
+        max_iter=lambda wc: config["recon"]["mri"]["max_iter"].get(wc.method),
+        noise_std=config["recon"]["mri"]["noise_std"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/reconstruct_baseline_mri.py"
+
+
+rule reconstruct_baseline_stem:
+    input:
+        "results/data/stem/{split}/{sample}.npz",
+    output:
+        recon="results/recon/stem/{split}/{method}/{sample}.npy",
+        metrics="results/recon/stem/{split}/{method}/{sample}.json",
+    log:
+        "results/logs/recon/stem/{split}/{method}/{sample}.log",
+    benchmark:
+        "results/benchmarks/recon/stem/{split}/{method}/{sample}.tsv"
+    wildcard_constraints:
+        split="test|ood",
+        method="three_pie|torchslice|sparse_decomposition",
+    params:
+        settings=lambda wc: config["recon"]["stem"][wc.method],
+        loss=config["recon"]["stem"]["loss"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/reconstruct_baseline_stem.py"

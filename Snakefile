@@ -13,6 +13,7 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data_mri.smk"
 include: "workflow/rules/data_stem.smk"
+include: "workflow/rules/train.smk"
 include: "workflow/rules/reconstruct.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
@@ -26,4 +27,5 @@ rule all:
         stem_sample_outputs(),
         rules.plot_datasets.output,
         rules.baseline_table.output,
+        prior_outputs(),
     default_target: True

@@ -36,6 +36,11 @@ def test_defaults_fill_an_empty_config():
         ({"stem": {"simulation": {"gpts": 66}}}, "stem.simulation.gpts", "prime factor 11"),
         ({"mri": {"masks": {"accelerations": [4, 6]}}}, "mri.masks.center_fraction", "R=6"),
         ({"stem": {"materials_project_ids": ["1234"]}}, "stem.materials_project_ids.0", "does not match"),
+        ({"recon": {"mri": {"ood_masks": ["spiral_R4"]}}}, "recon.mri.ood_masks.0", "does not match"),
+        ({"mri": {"masks": {"kinds": ["uniform"]}}}, "recon.mri.ood_masks", "not built by mri.masks"),
+        ({"prior": {"partitions": {"mri": [40]}}}, "prior.partitions.mri", "G=40 exceeds"),
+        ({"mri": {"size": [62, 64]}}, "prior.model.dim_mults", "divisible by 4"),
+        ({"prior": {"sampling": {"sampler": "euler"}}}, "prior.sampling.sampler", "is not one of"),
     ],
 )
 def test_schema_rejects_bad_config_naming_the_key(bad, key, expected):

@@ -114,6 +114,22 @@ def _check_semantics(cfg: dict) -> None:
             f"config key 'stem.simulation.gpts': {gpts} has the prime factor {largest_prime_factor(gpts)}; "
             "use a size with prime factors 2, 3, 5 and 7 only (FFT speed)"
         )
+    prior = cfg["prior"]
+    factor = 2 ** (len(prior["model"]["dim_mults"]) - 1)
+    sim = cfg["stem"]["simulation"]
+    grids = {"mri": (mri["n_slices"], *mri["size"]), "stem": (sim["n_slices"], sim["gpts"], sim["gpts"])}
+    for modality, (n_slices, h, w) in grids.items():
+        if not prior["partitions"][modality]:
+            continue
+        if h % factor or w % factor:
+            key = "mri.size" if modality == "mri" else "stem.simulation.gpts"
+            problems.append(
+                f"config key 'prior.model.dim_mults': {len(prior['model']['dim_mults'])} levels need {key} "
+                f"divisible by {factor}, got {h} x {w}"
+            )
+        for G in prior["partitions"][modality]:
+            if G > n_slices:
+                problems.append(f"config key 'prior.partitions.{modality}': G={G} exceeds the {n_slices} slices")
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join("  " + p for p in problems))
 

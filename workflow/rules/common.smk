@@ -136,3 +136,38 @@ def baseline_metrics():
             split=split, method=RECON["stem"]["methods"], sample=stem_recon_samples(split),
         )
     return out
+
+
+# --- the diffusion prior ---------------------------------------------------------------------
+
+PRIOR = config["prior"]
+
+
+def prior_training_data(wildcards):
+    return rules.prepare_mri.output.train if wildcards.modality == "mri" else rules.prior_data_stem.output.volumes
+
+
+def partition_models(wildcards):
+    return expand(
+        "results/prior/{modality}/G{G}/g{g}/model.pt", modality=wildcards.modality, G=wildcards.G, g=range(int(wildcards.G))
+    )
+
+
+def volume_shape(wildcards):
+    """(S, H, W) of one volume of a modality."""
+    if wildcards.modality == "mri":
+        return [MRI_CFG["n_slices"], *MRI_CFG["size"]]
+    sim = config["stem"]["simulation"]
+    return [sim["n_slices"], sim["gpts"], sim["gpts"]]
+
+
+def prior_outputs():
+    """Every partition model, the generated volumes and their figures."""
+    out = []
+    for modality, counts in PRIOR["partitions"].items():
+        for G in counts:
+            out += expand("results/prior/{m}/G{G}/g{g}/model.pt", m=modality, G=G, g=range(G))
+            out.append(f"results/generated/{modality}/G{G}.npy")
+        if counts:
+            out.append(f"results/figures/generated_{modality}.png")
+    return out

@@ -1,0 +1,121 @@
+"""Gaussian diffusion with the cosine schedule: noising, the L1 eps loss, DDPM and DDIM steps.
+
+Conventions: the paper's step t = 1..T is index t = 0..T-1 here (as in diffusers), and
+index -1 stands for the clean data (abar = 1). Volumes enter the network in [-1, 1]
+(`to_network`) and leave in [0, 1] (`to_data`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from physdiff.errors import ConfigError
+
+
+def to_network(x: torch.Tensor) -> torch.Tensor:
+    """Map intensities in [0, 1] to the network's range [-1, 1]."""
+    return 2.0 * x - 1.0
+
+
+def to_data(x: torch.Tensor) -> torch.Tensor:
+    """Map the network's range [-1, 1] back to intensities in [0, 1]."""
+    return (x + 1.0) / 2.0
+
+
+def cosine_alpha_bar(t: np.ndarray | float, *, timesteps: int = 1000, s: float = 0.008) -> np.ndarray:
+    """Closed form of Nichol & Dhariwal's schedule: abar(t) = f(t)/f(0), f(t) = cos^2(pi/2 (t/T + s)/(1 + s))."""
+    f = lambda u: np.cos((np.asarray(u, dtype=np.float64) / timesteps + s) / (1 + s) * math.pi / 2) ** 2
+    return f(t) / f(0)
+
+
+class GaussianDiffusion:
+    """Cosine-schedule diffusion, T steps: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) z.
+
+    beta_t = min(1 - abar(t+1)/abar(t), max_beta), abar_t = prod_{i<=t} (1 - beta_i), so that
+    abar follows the closed form except where the cap bites (the last few steps).
+    """
+
+    def __init__(self, *, timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999):
+        if timesteps < 1:
+            raise ConfigError(f"diffusion.timesteps must be >= 1, got {timesteps}")
+        self.timesteps = int(timesteps)
+        grid = np.arange(timesteps + 1)
+        ratio = cosine_alpha_bar(grid[1:], timesteps=timesteps, s=s) / cosine_alpha_bar(grid[:-1], timesteps=timesteps, s=s)
+        self.betas = np.minimum(1.0 - ratio, max_beta)  # float64 throughout, cast at use
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = np.cumprod(self.alphas)
+
+    def abar(self, t: int) -> float:
+        """abar_t, with abar_{-1} = 1 (clean data)."""
+        return 1.0 if t < 0 else float(self.alphas_cumprod[t])
+
+    def _abar_batch(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        a = torch.as_tensor(self.alphas_cumprod, device=like.device)[t.long()]
+        return a.to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Noise clean x0 to step t (per-sample indices, shape (B,)): sqrt(abar) x0 + sqrt(1-abar) z."""
+        a = self._abar_batch(t, x0)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def loss(self, model, x0: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """L1 loss of the eps prediction, ||eps_theta(x_t, t) - z||_1 (mean), t uniform in [0, T)."""
+        t = torch.randint(0, self.timesteps, (x0.shape[0],), generator=generator, device="cpu").to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
+        return F.l1_loss(model(self.q_sample(x0, t, noise), t), noise)
+
+    def predict_x0(self, x_t: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
+        """x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
+        a = self.abar(t)
+        return (x_t - math.sqrt(1 - a) * eps) / math.sqrt(a)
+
+    def eps_from_x0(self, x_t: torch.Tensor, t: int, x0: torch.Tensor) -> torch.Tensor:
+        """The noise that takes x0 to x_t: eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)."""
+        a = self.abar(t)
+        return (x_t - math.sqrt(a) * x0) / math.sqrt(1 - a)
+
+    def posterior(self, x_t: torch.Tensor, x0: torch.Tensor, t: int, t_prev: int) -> tuple[torch.Tensor, float]:
+        """Mean and variance of q(x_{t_prev} | x_t, x0); t_prev = t - 1 is the DDPM posterior.
+
+        With abar = abar_t, abar' = abar_{t_prev} and b = 1 - abar/abar' (= beta_t for t_prev = t-1):
+        mean = sqrt(abar') b / (1 - abar) x0 + sqrt(1 - b) (1 - abar') / (1 - abar) x_t,
+        var = (1 - abar') / (1 - abar) b.  Skipped steps (t_prev < t - 1) are the respaced DDPM.
+        """
+        a, a_prev = self.abar(t), self.abar(t_prev)
+        b = 1 - a / a_prev
+        mean = math.sqrt(a_prev) * b / (1 - a) * x0 + math.sqrt(1 - b) * (1 - a_prev) / (1 - a) * x_t
+        return mean, (1 - a_prev) / (1 - a) * b
+
+    def ddpm_step(self, x_t: torch.Tensor, x0: torch.Tensor, t: int, t_prev: int, noise: torch.Tensor | None) -> torch.Tensor:
+        """Ancestral step x_{t_prev} = posterior mean + sigma_t z (Eq. 1 when x0 = predict_x0(x_t, eps))."""
+        mean, var = self.posterior(x_t, x0, t, t_prev)
+        return mean if noise is None or var == 0 else mean + math.sqrt(var) * noise
+
+    def ddim_step(self, x_t: torch.Tensor, x0: torch.Tensor, t: int, t_prev: int, *, eta: float,
+                  noise: torch.Tensor | None) -> torch.Tensor:
+        """DDIM step (Song et al. 2021) toward x0, with eps re-derived from (x_t, x0).
+
+        x' = sqrt(abar') x0 + sqrt(1 - abar' - sigma^2) eps + sigma z,
+        sigma = eta sqrt((1 - abar')/(1 - abar)) sqrt(1 - abar/abar').  Re-deriving eps makes the
+        step land on the corrected x0 (DART), and makes eta = 1 equal the DDPM posterior.
+        """
+        a, a_prev = self.abar(t), self.abar(t_prev)
+        sigma = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+        eps = self.eps_from_x0(x_t, t, x0)
+        out = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
+        return out if noise is None or sigma == 0 else out + sigma * noise
+
+    def schedule(self, steps: int | None) -> list[int]:
+        """Descending step indices for a reverse loop of `steps` steps, evenly spaced, ending at 0.
+
+        "trailing" spacing (Lin et al. 2024): starts at T-1, so the first step sees pure noise.
+        """
+        steps = self.timesteps if steps is None else int(steps)
+        if not 1 <= steps <= self.timesteps:
+            raise ConfigError(f"sampling steps must be in [1, {self.timesteps}], got {steps}")
+        ts = np.round(np.arange(self.timesteps, 0, -self.timesteps / steps)).astype(int) - 1
+        return [int(t) for t in ts]

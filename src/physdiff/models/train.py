@@ -1,0 +1,213 @@
+"""Train one partition's diffusion prior, with atomic checkpoints and exact resume.
+
+Adam on the L1 eps loss (SPEC 2), gradient accumulation, a linear learning-rate warm-up,
+EMA of the weights (ema-pytorch), bf16 autocast on CUDA only. A checkpoint holds everything
+the loop needs (model, EMA, optimiser, step, RNG states, loss history), so a run resumed
+from it continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from ema_pytorch import EMA
+from torch import nn
+from tqdm.auto import tqdm
+
+from physdiff.errors import ConfigError, InputError
+from physdiff.io import atomic_path
+from physdiff.models.diffusion import GaussianDiffusion, to_network
+from physdiff.models.unet import DEFAULT_CONFIG, build_unet
+
+
+@dataclass
+class TrainResult:
+    """What `train_prior` returns; `ema_model` is the model to sample with."""
+
+    model: nn.Module
+    ema_model: nn.Module
+    config: dict
+    data_fingerprint: str
+    step: int
+    loss_history: list = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from: int = 0
+
+
+def data_fingerprint(array: np.ndarray) -> str:
+    """Short sha256 (16 hex digits) of an array's shape, dtype and bytes."""
+    array = np.ascontiguousarray(array)
+    h = hashlib.sha256(f"{array.shape}|{array.dtype.str}|".encode())
+    h.update(array.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _plain(obj):
+    """Config as JSON types (tuples become lists) so saved and fresh configs compare equal."""
+    return json.loads(json.dumps(obj))
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
+    """torch.load with weights_only=True; unreadable or pickled-object files are an InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise InputError(f"{path}: untrusted or corrupt checkpoint (weights_only load refused it: "
+                         f"{str(err).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise InputError(f"{path}: untrusted or corrupt checkpoint ({str(err).splitlines()[0]})") from None
+
+
+def _load_weights(module: nn.Module, state: dict, path: Path, key: str) -> None:
+    """load_state_dict, with a missing, extra or mis-shaped key reported as an InputError."""
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: entry '{key}' is not a state dict")
+    own = module.state_dict()
+    for name, value in own.items():
+        if name not in state:
+            raise InputError(f"{path}: '{key}' lacks parameter '{name}'; the checkpoint does not fit its config")
+        if tuple(state[name].shape) != tuple(value.shape):
+            raise InputError(f"{path}: '{key}.{name}' has shape {tuple(state[name].shape)}, the config "
+                             f"expects {tuple(value.shape)}; the checkpoint does not fit its config")
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise InputError(f"{path}: '{key}' has parameters the config does not build, e.g. '{extra[0]}'")
+    module.load_state_dict(state)
+
+
+def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: int = 4, lr: float = 1e-4,
+                grad_accum: int = 2, ema_decay: float = 0.995, ema_update_every: int = 10,
+                warmup_steps: int = 100, augment_flips: bool = True, channels_last: bool = False,
+                checkpoint_path: str | os.PathLike | None = None, checkpoint_every_s: float = 300.0,
+                seed: int = 0, device: str | None = None, progress: bool = True, log_every: int = 10) -> TrainResult:
+    """Train an eps-prediction prior on slabs `data` (N, S_g, H, W), float32 in [0, 1].
+
+    One step = `grad_accum` micro-batches of `batch_size`, then Adam with lr * min(1, step /
+    warmup_steps). `augment_flips` mirrors slabs along W at random. If `checkpoint_path`
+    exists the run resumes from it (same config and data required, else ConfigError); it is
+    rewritten atomically every `checkpoint_every_s` seconds and at the end.
+    """
+    data = np.asarray(data)
+    if data.ndim != 4 or not np.issubdtype(data.dtype, np.floating):
+        raise InputError(f"training data must be a float array (N, S_g, H, W), got {data.dtype} {data.shape}")
+    if not np.isfinite(data).all() or data.min() < -1e-6 or data.max() > 1 + 1e-6:
+        raise InputError("training data must be finite and scaled to [0, 1] "
+                         f"(range {np.nanmin(data):.3g}..{np.nanmax(data):.3g})")
+    if steps < 0 or batch_size < 1 or grad_accum < 1:
+        raise ConfigError(f"steps ({steps}) >= 0, batch_size ({batch_size}) >= 1, grad_accum ({grad_accum}) >= 1 required")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    config = _plain({"model": {**DEFAULT_CONFIG, **model_cfg}, "batch_size": batch_size, "lr": lr,
+                     "grad_accum": grad_accum, "ema_decay": ema_decay, "ema_update_every": ema_update_every,
+                     "warmup_steps": warmup_steps, "augment_flips": augment_flips, "seed": seed, "timesteps": 1000})
+    fingerprint = data_fingerprint(data.astype(np.float32))
+    diffusion = GaussianDiffusion(timesteps=config["timesteps"])
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = build_unet(config["model"]).to(dev, memory_format=fmt)
+        ema = EMA(model, beta=ema_decay, update_every=ema_update_every, include_online_model=False)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        gen = torch.Generator().manual_seed(seed)
+        step, history, resumed_from = 0, [], 0
+        if checkpoint_path is not None and Path(checkpoint_path).exists():
+            ckpt = load_checkpoint(checkpoint_path, map_location=dev)
+            if _plain(ckpt.get("config")) != config:
+                raise ConfigError(f"checkpoint {checkpoint_path} was written with another config "
+                                  f"({ckpt.get('config')}) than this run ({config}); delete it to start afresh")
+            if ckpt.get("data_fingerprint") != fingerprint:
+                raise ConfigError(f"checkpoint {checkpoint_path} was trained on other data (fingerprint "
+                                  f"{ckpt.get('data_fingerprint')} != {fingerprint}); delete it to start afresh")
+            _load_weights(model, ckpt["model"], Path(checkpoint_path), "model")
+            ema.load_state_dict(ckpt["ema"])
+            opt.load_state_dict(ckpt["optimizer"])
+            gen.set_state(ckpt["rng"]["data"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            if dev.type == "cuda" and "cuda" in ckpt["rng"]:
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"], dev)
+            step, history = int(ckpt["step"]), [tuple(h) for h in ckpt["loss_history"]]
+            resumed_from = step
+
+        def save_checkpoint() -> None:
+            rng = {"data": gen.get_state(), "torch": torch.get_rng_state()}
+            if dev.type == "cuda":
+                rng["cuda"] = torch.cuda.get_rng_state(dev)
+            state = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                     "step": step, "config": config, "data_fingerprint": fingerprint, "rng": rng,
+                     "loss_history": history}
+            with atomic_path(checkpoint_path) as tmp:
+                torch.save(state, tmp)
+
+        x_all = torch.from_numpy(data.astype(np.float32)).to(dev)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
+        model.train()
+        start, last_save = time.monotonic(), time.monotonic()
+        bar = tqdm(total=steps, initial=min(step, steps), desc="train prior", disable=not progress)
+        while step < steps:
+            for group in opt.param_groups:
+                group["lr"] = lr * min(1.0, (step + 1) / max(warmup_steps, 1))
+            total = 0.0
+            for _ in range(grad_accum):
+                idx = torch.randint(0, len(x_all), (batch_size,), generator=gen).to(dev)
+                x0 = to_network(x_all[idx]).unsqueeze(1)  # (B, 1, S_g, H, W)
+                if augment_flips:
+                    flip = (torch.rand(batch_size, generator=gen) < 0.5).to(dev)
+                    x0 = torch.where(flip[:, None, None, None, None], x0.flip(-1), x0)
+                x0 = x0.contiguous(memory_format=fmt)
+                with autocast:
+                    loss = diffusion.loss(model, x0, generator=gen) / grad_accum
+                loss.backward()
+                total += loss.item()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            ema.update()
+            step += 1
+            history.append((step, total))
+            bar.update(1)
+            if step % max(log_every, 1) == 0 or step == steps:
+                recent = [h[1] for h in history[-max(log_every, 1):]]
+                bar.set_postfix(loss=f"{np.mean(recent):.4f}")
+            if checkpoint_path is not None and time.monotonic() - last_save >= checkpoint_every_s:
+                save_checkpoint()
+                last_save = time.monotonic()
+        bar.close()
+        if checkpoint_path is not None:
+            save_checkpoint()
+    ema.ema_model.eval()
+    return TrainResult(model=model, ema_model=ema.ema_model, config=config, data_fingerprint=fingerprint,
+                       step=step, loss_history=history, seconds=time.monotonic() - start,
+                       resumed_from=resumed_from)
+
+
+def save_model(path: str | os.PathLike, result: TrainResult) -> None:
+    """Write the final model.pt {model, ema, config, data_fingerprint, step} atomically."""
+    state = {"model": result.model.state_dict(), "ema": result.ema_model.state_dict(), "config": result.config,
+             "data_fingerprint": result.data_fingerprint, "step": result.step}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_model(path: str | os.PathLike, *, map_location="cpu") -> tuple[nn.Module, dict]:
+    """Load model.pt safely; returns (U-Net holding the EMA weights, in eval mode; meta dict)."""
+    state = load_checkpoint(path, map_location=map_location)
+    missing = [k for k in ("ema", "config") if k not in state]
+    if missing or not isinstance(state.get("config"), dict) or "model" not in state["config"]:
+        raise InputError(f"{path}: not a physdiff model file (needs 'ema' and 'config' with a 'model' entry)")
+    try:
+        model = build_unet(state["config"]["model"])
+    except (ConfigError, TypeError) as err:
+        raise InputError(f"{path}: its model config cannot be built ({err})") from None
+    _load_weights(model, state["ema"], Path(path), "ema")
+    meta = {k: state.get(k) for k in ("config", "data_fingerprint", "step")}
+    return model.to(map_location).eval(), meta

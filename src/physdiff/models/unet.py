@@ -1,0 +1,221 @@
+"""A video U-Net (Ho et al. 2022) whose frames are the slices of a multi-slice object.
+
+Input and output are (B, 1, S, H, W): S slices of H x W pixels. Convolutions act per slice
+(Conv3d kernels (1, 3, 3)); attention is factorised into spatial attention within a slice
+(only at the feature-map heights in `attn_resolutions`, because it costs O((HW)^2)) and
+attention along the slice axis at every pixel (at the heights in `temporal_attn_resolutions`,
+None = every level), with rotary position embedding along slices.
+Resampling is spatial only, so S may be any size, odd included.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from physdiff.errors import ConfigError
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "dim": 16,
+    "dim_mults": (1, 2, 4),
+    "res_blocks": 1,
+    "attn_resolutions": (16,),
+    "temporal_attn": True,
+    "temporal_attn_resolutions": None,
+    "heads": 4,
+    "head_dim": 16,
+    "dropout": 0.0,
+    "groups": 8,
+}
+
+
+def _conv(c_in: int, c_out: int, **kw) -> nn.Conv3d:
+    """Per-slice 2D convolution written as a Conv3d with kernel (1, 3, 3)."""
+    return nn.Conv3d(c_in, c_out, (1, 3, 3), padding=(0, 1, 1), **kw)
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    """Zero a layer's weights so each residual branch starts as the identity (guided diffusion)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of diffusion steps t (B,) -> (B, dim), periods up to 10^4 steps."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+    angles = t.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def rotary(x: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding along axis -2 of (..., S, d), d even (Su et al. 2021).
+
+    Rotating q and k by angle s * w makes q_m . k_n depend only on the slice offset m - n,
+    which is a relative position bias along the slice axis.
+    """
+    s, d = x.shape[-2], x.shape[-1]
+    freqs = 1.0 / (10000.0 ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
+    angles = torch.arange(s, device=x.device, dtype=torch.float32)[:, None] * freqs[None]  # (S, d/2)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (..., S, d/2, 2)
+    return out.flatten(-2)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice, with the timestep embedding as a scale and shift."""
+
+    def __init__(self, c_in: int, c_out: int, *, emb_dim: int, groups: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, c_in)
+        self.conv1 = _conv(c_in, c_out)
+        self.emb = nn.Linear(emb_dim, 2 * c_out)
+        self.norm2 = nn.GroupNorm(groups, c_out)
+        self.drop = nn.Dropout(dropout)
+        self.conv2 = _zero(_conv(c_out, c_out))
+        self.skip = nn.Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = rearrange(self.emb(F.silu(emb)), "b (two c) -> two b c 1 1 1", two=2)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.drop(F.silu(h)))
+        return h + self.skip(x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention within slices ("spatial") or along slices ("slice")."""
+
+    def __init__(self, channels: int, *, axis: str, heads: int, head_dim: int, groups: int):
+        super().__init__()
+        # At most `heads` heads of `head_dim`, but no wider than the channels: a 4x wider
+        # projection at the full-resolution levels cost 4x the time for no measurable gain.
+        self.axis, self.heads = axis, min(heads, max(1, channels // head_dim))
+        inner = self.heads * head_dim
+        self.norm = nn.GroupNorm(groups, channels)
+        self.qkv = nn.Linear(channels, 3 * inner, bias=False)
+        self.out = _zero(nn.Linear(inner, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, s, h, w = x.shape
+        # One permute to tokens-last layout, then Linear projections on contiguous channels:
+        # cheaper than 1x1 convs followed by three permuted copies of q, k and v.
+        if self.axis == "spatial":
+            # tokens are the pixels of one slice: (b, c, s, h, w) -> (b*s, h*w, c)
+            pattern, back = "b c s h w -> (b s) (h w) c", "(b s) (h w) c -> b c s h w"
+        else:
+            # tokens are the slices at one pixel: (b, c, s, h, w) -> (b*h*w, s, c)
+            pattern, back = "b c s h w -> (b h w) s c", "(b h w) s c -> b c s h w"
+        tokens = rearrange(self.norm(x), pattern)
+        # (N, L, 3*heads*d) -> three (N, heads, L, d)
+        q, k, v = rearrange(self.qkv(tokens), "N L (three n d) -> three N n L d", three=3, n=self.heads)
+        if self.axis == "slice":
+            q, k = rotary(q), rotary(k)
+        o = F.scaled_dot_product_attention(q, k, v)
+        o = self.out(rearrange(o, "N n L d -> N L (n d)"))
+        return x + rearrange(o, back, b=b, s=s, h=h, w=w)
+
+
+class Level(nn.Module):
+    """Residual blocks of one resolution, then spatial and slice attention (run by VideoUNet)."""
+
+    def __init__(self, c_in: int, c_out: int, *, n_blocks: int, spatial: bool, temporal: bool, cfg: dict):
+        super().__init__()
+        kw = dict(emb_dim=cfg["emb_dim"], groups=cfg["groups"], dropout=cfg["dropout"])
+        self.blocks = nn.ModuleList(ResBlock(c_in if i == 0 else c_out, c_out, **kw) for i in range(n_blocks))
+        akw = dict(heads=cfg["heads"], head_dim=cfg["head_dim"], groups=cfg["groups"])
+        self.spatial = Attention(c_out, axis="spatial", **akw) if spatial else nn.Identity()
+        self.temporal = Attention(c_out, axis="slice", **akw) if temporal else nn.Identity()
+
+
+class VideoUNet(nn.Module):
+    """Noise-prediction U-Net eps_theta(x_t, t) on (B, 1, S, H, W) slabs."""
+
+    def __init__(self, *, dim: int = 16, dim_mults=(1, 2, 4), res_blocks: int = 1, attn_resolutions=(16,),
+                 temporal_attn: bool = True, temporal_attn_resolutions=None, heads: int = 4, head_dim: int = 16, dropout: float = 0.0,
+                 groups: int = 8, channels: int = 1):
+        super().__init__()
+        chs = [dim * int(m) for m in dim_mults]
+        if dim < 1 or not chs or res_blocks < 1:
+            raise ConfigError(f"model: dim ({dim}), dim_mults ({dim_mults}) and res_blocks ({res_blocks}) must be positive")
+        bad = [c for c in [dim, *chs] if c % groups]
+        if bad:
+            raise ConfigError(f"model.groups={groups} must divide every channel count; {bad} are not divisible")
+        self.levels, self.attn_resolutions = len(chs), {int(r) for r in attn_resolutions}
+        self.temporal_sizes = None if temporal_attn_resolutions is None else {int(r) for r in temporal_attn_resolutions}
+        emb_dim = 4 * dim
+        cfg = dict(emb_dim=emb_dim, groups=groups, dropout=dropout, heads=heads, head_dim=head_dim)
+        self.dim = dim
+        self.time_mlp = nn.Sequential(nn.Linear(dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.init_conv = _conv(channels, dim)
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        # Attention placement depends on the feature-map size, known only from the input; the
+        # modules are built for every level and switched on by size in forward().
+        c_prev = dim
+        for i, c in enumerate(chs):
+            self.down.append(Level(c_prev, c, n_blocks=res_blocks, spatial=True, temporal=temporal_attn, cfg=cfg))
+            last = i == len(chs) - 1
+            self.downsample.append(nn.Identity() if last else nn.Conv3d(c, c, (1, 3, 3), (1, 2, 2), (0, 1, 1)))
+            c_prev = c
+        self.mid1 = ResBlock(chs[-1], chs[-1], emb_dim=emb_dim, groups=groups, dropout=dropout)
+        self.mid_attn = Level(chs[-1], chs[-1], n_blocks=1, spatial=True, temporal=temporal_attn, cfg=cfg)
+        for i in reversed(range(len(chs))):
+            self.up.append(Level(2 * chs[i], chs[i], n_blocks=res_blocks, spatial=True, temporal=temporal_attn, cfg=cfg))
+            self.upsample.append(nn.Identity() if i == 0 else _conv(chs[i], chs[i - 1]))
+        self.final = nn.Sequential(nn.GroupNorm(groups, chs[0]), nn.SiLU(), _zero(_conv(chs[0], channels)))
+
+    def _level(self, level: Level, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        for block in level.blocks:
+            x = block(x, emb)
+        if x.shape[-2] in self.attn_resolutions:
+            x = level.spatial(x)
+        if self.temporal_sizes is None or x.shape[-2] in self.temporal_sizes:
+            x = level.temporal(x)
+        return x
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Predict eps for x_t of shape (B, C, S, H, W) at integer steps t of shape (B,)."""
+        if x.ndim != 5:
+            raise ConfigError(f"VideoUNet expects (B, C, S, H, W), got shape {tuple(x.shape)}")
+        factor = 2 ** (self.levels - 1)
+        if x.shape[-1] % factor or x.shape[-2] % factor:
+            raise ConfigError(
+                f"slice size {tuple(x.shape[-2:])} must be divisible by 2^(levels-1) = {factor} "
+                f"for dim_mults with {self.levels} levels; crop or pad the slices, or use fewer levels")
+        emb = self.time_mlp(timestep_embedding(t.reshape(-1).expand(x.shape[0]), self.dim))
+        h = self.init_conv(x)
+        skips = []
+        for level, down in zip(self.down, self.downsample):
+            h = self._level(level, h, emb)
+            skips.append(h)
+            h = down(h)
+        h = self._level(self.mid_attn, self.mid1(h, emb), emb)
+        for level, up in zip(self.up, self.upsample):
+            h = self._level(level, torch.cat([h, skips.pop()], dim=1), emb)
+            if not isinstance(up, nn.Identity):
+                h = up(F.interpolate(h, scale_factor=(1, 2, 2), mode="nearest"))
+        return self.final(h)
+
+
+def build_unet(cfg: dict | None = None) -> VideoUNet:
+    """Build a VideoUNet from a plain config dict; unknown keys are a ConfigError."""
+    cfg = dict(cfg or {})
+    unknown = set(cfg) - set(DEFAULT_CONFIG) - {"channels"}
+    if unknown:
+        raise ConfigError(f"model config has unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_CONFIG)}")
+    full = {**DEFAULT_CONFIG, **cfg}
+    full["dim_mults"] = tuple(int(m) for m in full["dim_mults"])
+    full["attn_resolutions"] = tuple(int(r) for r in full["attn_resolutions"])
+    if full["temporal_attn_resolutions"] is not None:
+        full["temporal_attn_resolutions"] = tuple(int(r) for r in full["temporal_attn_resolutions"])
+    return VideoUNet(**full)

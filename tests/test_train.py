@@ -1,0 +1,121 @@
+"""Training the prior: the loss falls, resume is exact, model files load safely."""
+
+import numpy as np
+import pytest
+import torch
+
+from physdiff.errors import ConfigError, InputError
+from physdiff.models.plots import write_loss_curve
+from physdiff.models.train import data_fingerprint, load_model, save_model, train_prior
+
+TINY = {"dim": 8, "dim_mults": (1, 2), "groups": 4, "head_dim": 4, "attn_resolutions": ()}
+
+
+def _blobs(n=16, s=4, size=16, seed=0):
+    """Discs of random centre and radius whose brightness rises slice by slice."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    vols = []
+    for _ in range(n):
+        cy, cx = rng.uniform(5, size - 5, 2)
+        disc = ((yy - cy) ** 2 + (xx - cx) ** 2 < rng.uniform(3, 5) ** 2).astype(np.float32)
+        vols.append(np.stack([disc * (0.5 + 0.1 * k) for k in range(s)]))
+    return np.array(vols, dtype=np.float32)
+
+
+class NotWeights:
+    """An arbitrary object: torch.load(weights_only=True) must refuse to unpickle it."""
+
+
+def test_data_fingerprint_sees_values_shape_and_dtype():
+    a = _blobs(2)
+    assert data_fingerprint(a) == data_fingerprint(a.copy()) and len(data_fingerprint(a)) == 16
+    b = a.copy()
+    b[0, 0, 0, 0] += 0.5
+    assert data_fingerprint(b) != data_fingerprint(a)
+    assert data_fingerprint(a.reshape(4, 2, 16, 16)) != data_fingerprint(a)
+    assert data_fingerprint(a.astype(np.float64)) != data_fingerprint(a)
+
+
+@pytest.mark.slow
+def test_loss_falls_on_a_tiny_dataset():
+    res = train_prior(_blobs(), model_cfg=TINY, steps=120, batch_size=8, grad_accum=1, lr=2e-3,
+                      warmup_steps=10, progress=False)
+    losses = [loss for _, loss in res.loss_history]
+    assert [s for s, _ in res.loss_history] == list(range(1, 121))
+    assert np.mean(losses[-20:]) < 0.7 * np.mean(losses[:20])
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    data, cfg = _blobs(6), {**TINY, "dropout": 0.1}  # dropout exercises the global RNG state
+    kw = dict(model_cfg=cfg, batch_size=2, grad_accum=2, lr=1e-3, warmup_steps=2, ema_update_every=1,
+              progress=False, seed=5)
+    full = train_prior(data, steps=6, checkpoint_path=tmp_path / "full.ckpt", **kw)
+    ckpt = tmp_path / "part.ckpt"
+    first = train_prior(data, steps=3, checkpoint_path=ckpt, checkpoint_every_s=0, **kw)  # "killed" at 3
+    assert first.step == 3 and ckpt.exists()
+    resumed = train_prior(data, steps=6, checkpoint_path=ckpt, checkpoint_every_s=0, **kw)
+    assert resumed.resumed_from == 3 and resumed.step == full.step == 6
+    assert [s for s, _ in resumed.loss_history] == list(range(1, 7))
+    np.testing.assert_allclose([l for _, l in resumed.loss_history], [l for _, l in full.loss_history], rtol=1e-5)
+    for a, b in [(resumed.model, full.model), (resumed.ema_model, full.ema_model)]:
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.equal(next(iter(first.model.parameters())), next(iter(full.model.parameters())))
+
+
+def test_resume_refuses_other_config_or_data(tmp_path):
+    data, ckpt = _blobs(4), tmp_path / "c.ckpt"
+    kw = dict(model_cfg=TINY, batch_size=2, progress=False)
+    train_prior(data, steps=1, checkpoint_path=ckpt, **kw)
+    with pytest.raises(ConfigError, match="another config"):
+        train_prior(data, steps=2, checkpoint_path=ckpt, **{**kw, "batch_size": 3})
+    with pytest.raises(ConfigError, match="other data"):
+        train_prior(data[::-1].copy(), steps=2, checkpoint_path=ckpt, **kw)
+
+
+def test_saved_model_loads_ema_weights(tmp_path):
+    res = train_prior(_blobs(4), model_cfg=TINY, steps=2, batch_size=2, progress=False)
+    save_model(tmp_path / "model.pt", res)
+    model, meta = load_model(tmp_path / "model.pt")
+    assert meta["step"] == 2 and meta["data_fingerprint"] == res.data_fingerprint
+    for p, q in zip(model.state_dict().values(), res.ema_model.state_dict().values()):
+        assert torch.equal(p, q)
+    assert not model.training
+
+
+def test_load_refuses_pickled_objects_and_garbage(tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"ema": NotWeights(), "config": {"model": TINY}}, evil)
+    with pytest.raises(InputError, match="evil.pt: untrusted or corrupt checkpoint"):
+        load_model(evil)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(InputError, match="junk.pt: untrusted or corrupt checkpoint"):
+        load_model(junk)
+    with pytest.raises(InputError, match="does not exist"):
+        load_model(tmp_path / "missing.pt")
+
+
+def test_load_reports_a_shape_mismatch_by_key(tmp_path):
+    res = train_prior(_blobs(4), model_cfg=TINY, steps=1, batch_size=2, progress=False)
+    save_model(tmp_path / "model.pt", res)
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    state["config"]["model"]["dim"] = 16
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(InputError, match=r"bad.pt: 'ema\.time_mlp\.0\.weight' has shape \(32, 8\), the config expects \(64, 16\)"):
+        load_model(tmp_path / "bad.pt")
+
+
+def test_bad_training_data_is_input_error():
+    with pytest.raises(InputError, match="scaled to"):
+        train_prior(_blobs(2) * 3, model_cfg=TINY, steps=1, progress=False)
+    with pytest.raises(InputError, match=r"\(N, S_g, H, W\)"):
+        train_prior(_blobs(2)[0], model_cfg=TINY, steps=1, progress=False)
+
+
+def test_loss_curve_files(tmp_path):
+    write_loss_curve([(1, 0.8), (2, 0.6), (3, 0.5)], tmp_path / "loss.csv", tmp_path / "loss.png")
+    rows = np.loadtxt(tmp_path / "loss.csv", delimiter=",", skiprows=1)
+    assert rows.shape == (3, 2) and rows[2, 1] == 0.5
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,70 @@
+"""The video U-Net: shapes for odd slice counts, clear config errors, rotary slice attention."""
+
+import pytest
+import torch
+
+from physdiff.errors import ConfigError
+from physdiff.models.unet import Attention, build_unet, rotary
+
+TINY = {"dim": 8, "dim_mults": (1, 2), "heads": 2, "head_dim": 4, "groups": 4}
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 5, 16, 16), (1, 1, 7, 16, 24), (3, 1, 1, 8, 12)])
+@pytest.mark.parametrize("attn", [{"attn_resolutions": (8, 16), "temporal_attn": True},
+                                  {"attn_resolutions": (), "temporal_attn": False}])
+def test_unet_keeps_shape_for_odd_slice_counts(shape, attn):
+    model = build_unet({**TINY, **attn})
+    t = torch.randint(0, 1000, (shape[0],))
+    out = model(torch.randn(shape), t)
+    assert out.shape == shape and torch.isfinite(out).all()
+
+
+def test_unet_three_levels_with_spatial_attention_at_every_size():
+    model = build_unet({**TINY, "dim_mults": (1, 2, 4), "attn_resolutions": (4, 8, 16), "res_blocks": 2})
+    out = model(torch.randn(1, 1, 3, 16, 16), torch.tensor([999]))
+    assert out.shape == (1, 1, 3, 16, 16)
+
+
+def test_unet_slice_size_not_divisible_is_config_error():
+    model = build_unet({**TINY, "dim_mults": (1, 2, 4)})
+    with pytest.raises(ConfigError, match="divisible by 2\\^\\(levels-1\\) = 4"):
+        model(torch.randn(1, 1, 4, 18, 16), torch.tensor([1]))
+
+
+def test_unet_bad_config_is_config_error():
+    with pytest.raises(ConfigError, match="groups=3"):
+        build_unet({**TINY, "groups": 3})
+    with pytest.raises(ConfigError, match="unknown keys"):
+        build_unet({**TINY, "width": 3})
+
+
+def test_attention_is_factorised_into_slices_and_pixels():
+    """Spatial attention mixes pixels within a slice only; slice attention mixes slices at
+    one pixel only (the GroupNorm, which pools statistics, is bypassed to see this)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 5, 6, 6)
+    x2 = x.clone()
+    x2[0, :, 0, 2, 3] += 1.0
+    for axis in ("spatial", "slice"):
+        attn = Attention(8, axis=axis, heads=2, head_dim=4, groups=4)
+        attn.norm = torch.nn.Identity()
+        torch.nn.init.normal_(attn.out.weight, std=0.3)  # undo the zero init
+        changed = ((attn(x2) - attn(x)).abs().amax(dim=(0, 1)) > 1e-6)  # (S, H, W)
+        if axis == "spatial":
+            assert changed[0].sum() > 1 and not changed[1:].any()
+        else:
+            assert changed[:, 2, 3].all()
+            changed[:, 2, 3] = False
+            assert not changed.any()
+
+
+def test_rotary_scores_depend_only_on_slice_offset():
+    torch.manual_seed(1)
+    q = torch.randn(8).expand(6, 8)  # the same query and key at every slice
+    k = torch.randn(8).expand(6, 8)
+    scores = rotary(q) @ rotary(k).T
+    for off in range(-5, 6):
+        diag = torch.diagonal(scores, offset=off)
+        assert torch.allclose(diag, diag[0].expand_as(diag), atol=1e-5)
+    assert not torch.allclose(torch.diagonal(scores, 0)[0], torch.diagonal(scores, 1)[0])
+    assert torch.allclose(rotary(q).norm(dim=-1), q.norm(dim=-1), atol=1e-5)  # a rotation

@@ -1,0 +1,110 @@
+# The partitioned diffusion prior: one training job per (modality, G, partition g), each with its
+# own GPU request, then unconditional sampling that stacks the G slabs back together.
+
+
+rule prior_data_stem:
+    input:
+        stem_sample_outputs("train"),
+    output:
+        volumes="results/prior/stem/train.npy",
+        scale="results/prior/stem/scale.json",
+    log:
+        "results/logs/prior/prior_data_stem.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/prior_data_stem.py"
+
+
+rule train_prior:
+    input:
+        prior_training_data,
+    output:
+        model="results/prior/{modality}/G{G}/g{g}/model.pt",
+        loss_csv="results/prior/{modality}/G{G}/g{g}/loss.csv",
+        loss_png=report(
+            "results/prior/{modality}/G{G}/g{g}/loss.png",
+            caption="../report/loss.rst",
+            category="Prior",
+            subcategory="{modality}",
+        ),
+    log:
+        "results/logs/prior/train_prior/{modality}/G{G}/g{g}.log",
+    benchmark:
+        "results/benchmarks/prior/train_prior/{modality}/G{G}/g{g}.tsv"
+    wildcard_constraints:
+        modality="mri|stem",
+        G=r"\d+",
+        g=r"\d+",
+    params:
+        # Written every few minutes outside the declared outputs; a rerun resumes from it.
+        checkpoint="results/checkpoints/{modality}/G{G}/g{g}.pt",
+        model=config["prior"]["model"],
+        train=config["prior"]["train"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=720,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/train_prior.py"
+
+
+rule generate:
+    input:
+        partition_models,
+    output:
+        "results/generated/{modality}/G{G}.npy",
+    log:
+        "results/logs/generated/{modality}/G{G}.log",
+    benchmark:
+        "results/benchmarks/generated/{modality}/G{G}.tsv"
+    wildcard_constraints:
+        modality="mri|stem",
+        G=r"\d+",
+    params:
+        shape=volume_shape,
+        sampling=config["prior"]["sampling"],
+        generate=config["prior"]["generate"],
+        seed=config["seed"],
+    threads: 2
+    resources:
+        gpu=lambda wc: int(wc.G),
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/generate.py"
+
+
+rule plot_generated:
+    input:
+        real=prior_training_data,
+        generated=lambda wc: expand(
+            "results/generated/{modality}/G{G}.npy", modality=wc.modality, G=config["prior"]["partitions"][wc.modality]
+        ),
+    output:
+        report("results/figures/generated_{modality}.png", caption="../report/generated.rst", category="Prior"),
+    log:
+        "results/logs/report/plot_generated_{modality}.log",
+    wildcard_constraints:
+        modality="mri|stem",
+    params:
+        partitions=lambda wc: config["prior"]["partitions"][wc.modality],
+        dpi=config["figures"]["dpi"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/plot_generated.py"

@@ -1,0 +1,33 @@
+"""Train the diffusion model of one partition g of G on its slab of the training volumes."""
+
+import numpy as np
+
+from physdiff.models.plots import write_loss_curve
+from physdiff.models.sampling import partition_bounds
+from physdiff.models.train import save_model, train_prior
+from physdiff.workflow import log, run_step
+
+
+def main(smk):
+    G, g = int(smk.wildcards.G), int(smk.wildcards.g)
+    volumes = np.load(smk.input[0])
+    lo, hi = partition_bounds(volumes.shape[1], G)[g]
+    tr = smk.params.train
+    log.info("partition %d of %d: slices [%d, %d) of %d training volumes %s", g, G, lo, hi, len(volumes), volumes.shape[1:])
+    result = train_prior(
+        volumes[:, lo:hi], model_cfg=smk.params.model, steps=tr["steps"], batch_size=tr["batch_size"],
+        lr=tr["lr"], grad_accum=tr["grad_accum"], ema_decay=tr["ema_decay"], warmup_steps=tr["warmup_steps"],
+        augment_flips=tr["augment_flips"], checkpoint_path=smk.params.checkpoint,
+        checkpoint_every_s=tr["checkpoint_every_s"], seed=smk.params.seed + 1000 * G + g,
+    )
+    if result.resumed_from:
+        log.info("resumed from the checkpoint at step %d", result.resumed_from)
+    last = [loss for _, loss in result.loss_history[-50:]]
+    log.info("trained %d steps in %.0f s (%.2f s/step this run); mean loss of the last 50 steps %.4f",
+             result.step, result.seconds, result.seconds / max(result.step - result.resumed_from, 1), np.mean(last))
+    save_model(smk.output.model, result)
+    write_loss_curve(result.loss_history, smk.output.loss_csv, smk.output.loss_png,
+                     title=f"{smk.wildcards.modality} prior, partition {g} of G={G}")
+
+
+run_step(snakemake, main)  # noqa: F821

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from physdiff.data.phantoms import blob_volume
 from physdiff.metrics.ssim import psnr_volume, ssim_volume
 from physdiff.physics.mri import simulate_kspace
 from physdiff.recon.mri_baselines import MRI_BASELINES, REGULARISATION_PARAM, choose_lambda
@@ -24,17 +25,6 @@ from physdiff.recon.mri_baselines import MRI_BASELINES, REGULARISATION_PARAM, ch
 CENTRE_FRACTION = {4: 0.08, 8: 0.04}
 GRIDS = {"cs_l1_wavelet": [1e-3, 3e-3, 1e-2, 3e-2], "tv": [3e-3, 1e-2, 3e-2, 1e-1],
          "projection": [3e-3, 1e-2, 3e-2]}
-
-
-def blob_volume(n_slices: int, size: int, *, n_blobs: int = 12, seed: int = 0) -> np.ndarray:
-    """Smooth Gaussian blobs drifting from slice to slice, in [0, 1] (the phantom of tests/test_mri_baselines.py)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size - 0.5
-    centres = rng.uniform(-0.25, 0.25, (n_blobs, 2))
-    radii, amps, drift = rng.uniform(0.03, 0.1, n_blobs), rng.uniform(0.3, 1, n_blobs), rng.normal(0, 0.01, (n_blobs, 2))
-    v = np.stack([sum(a * np.exp(-((xx - c[0]) ** 2 + (yy - c[1]) ** 2) / (2 * r**2))
-                      for a, c, r in zip(amps, centres + s * drift, radii)) for s in range(n_slices)])
-    return (v / v.max()).astype(np.float32)
 
 
 def row_mask(kind: str, size: int, accel: int, centre_fraction: float, seed: int = 0) -> np.ndarray:

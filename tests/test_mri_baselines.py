@@ -5,6 +5,7 @@ import pytest
 import sigpy as sp
 import sigpy.mri as mr
 
+from physdiff.data.phantoms import blob_volume
 from physdiff.errors import ConfigError, InputError
 from physdiff.metrics.ssim import ssim_volume
 from physdiff.physics.mri import MRIForward, simulate_kspace
@@ -22,17 +23,6 @@ from physdiff.recon.mri_baselines import (
 SIZE, N_SLICES = 64, 3
 # Weights in the middle of the range that does well on this phantom; choose_lambda is tested apart.
 PARAMS = {"zero_filled": {}, "cs_l1_wavelet": {"lam": 3e-3}, "tv": {"lam": 3e-2}, "projection": {"wavelet_thresh": 1e-2}}
-
-
-def blob_volume(n_slices=N_SLICES, size=SIZE, n_blobs=12, seed=0):
-    """Smooth Gaussian blobs drifting from slice to slice, scaled to [0, 1], with empty background."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size - 0.5
-    centres = rng.uniform(-0.25, 0.25, (n_blobs, 2))
-    radii, amps, drift = rng.uniform(0.03, 0.1, n_blobs), rng.uniform(0.3, 1, n_blobs), rng.normal(0, 0.01, (n_blobs, 2))
-    v = np.stack([sum(a * np.exp(-((xx - c[0]) ** 2 + (yy - c[1]) ** 2) / (2 * r**2))
-                      for a, c, r in zip(amps, centres + s * drift, radii)) for s in range(n_slices)])
-    return (v / v.max()).astype(np.float32)
 
 
 def row_mask(kind, size=SIZE, r=4, centre=5, seed=0):

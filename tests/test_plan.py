@@ -45,3 +45,16 @@ def test_user_structures_join_the_test_split(tmp_path):
 def test_unknown_crystal_is_a_config_error():
     with pytest.raises(ConfigError, match="stem.crystals.*Unobtainium"):
         stem_plan(_cfg(crystals=["CoPt3", "Unobtainium"]))
+
+
+def test_recon_order_spans_crystals_and_axes_first():
+    from physdiff.data.plan import recon_order
+
+    rows = [r for r in stem_plan(_cfg()) if r["split"] == "test"]
+    order = recon_order(rows)
+    assert sorted(order) == sorted(r["sample"] for r in rows)
+    n_crystals = len({r["name"] for r in rows})
+    first = [s.rsplit("_", 2) for s in order[:n_crystals]]
+    assert [name for name, _, _ in first[:2]] == ["CoPt3", "Tb3InC"]
+    assert len({name for name, _, _ in first}) == n_crystals, "the first pass visits every crystal once"
+    assert {axis for _, axis, _ in first[:3]} == {"001", "011", "111"}

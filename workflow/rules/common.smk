@@ -15,7 +15,7 @@ except PhysdiffError as exc:
     raise WorkflowError(str(exc)) from None
 
 from physdiff.data.mri_dataset import planned_split_sizes
-from physdiff.data.plan import stem_plan
+from physdiff.data.plan import recon_order, stem_plan
 
 try:
     STEM_PLAN = stem_plan(config)
@@ -104,10 +104,8 @@ def mri_recon_samples(dataset):
 
 
 def stem_recon_samples(split):
-    """Planned 4D-STEM samples reconstructed: CoPt3 and Tb3InC first, then the plan's order."""
-    rows = [r for r in STEM_PLAN if r["split"] == split]
-    rows.sort(key=lambda r: r["name"] not in ("CoPt3", "Tb3InC"))
-    return _first(r["sample"] for r in rows)
+    """Planned 4D-STEM samples reconstructed; see physdiff.data.plan.recon_order."""
+    return _first(recon_order([r for r in STEM_PLAN if r["split"] == split]))
 
 
 def mri_volumes_of(wildcards):

@@ -53,6 +53,28 @@ def stem_plan(cfg: dict) -> list[dict]:
     return rows
 
 
+def recon_order(rows: list[dict]) -> list[str]:
+    """Sample names in the order reconstructions take them, so the first few span the split.
+
+    Round robin over crystals (CoPt3 and Tb3InC first, then plan order); crystal i starts its
+    own list at zone axis i, so the first pass already mixes zone axes.
+    """
+    by_crystal: dict[str, list[dict]] = {}
+    for row in rows:
+        by_crystal.setdefault(row["name"], []).append(row)
+    names = sorted(by_crystal, key=lambda n: (n not in ("CoPt3", "Tb3InC"), n != "CoPt3"))
+    queues = []
+    for i, name in enumerate(names):
+        items = by_crystal[name]
+        axes = list(dict.fromkeys(r["zone_axis"] for r in items))
+        turn = {axis: (j - i) % len(axes) for j, axis in enumerate(axes)}
+        queues.append(sorted(items, key=lambda r: (items.index(r) % max(1, len(items) // len(axes)), turn[r["zone_axis"]])))
+    order = []
+    for depth in range(max((len(q) for q in queues), default=0)):
+        order += [q[depth]["sample"] for q in queues if depth < len(q)]
+    return order
+
+
 def _row(item: dict, split: str, source: str) -> dict:
     return {"sample": item["sample_id"], "split": split, "source": source, "name": item["name"],
             "zone_axis": item["zone_axis"], "offset": tuple(item["offset"]), "seed": item["seed"]}

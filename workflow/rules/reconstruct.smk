@@ -19,6 +19,7 @@ rule tune_mri_baseline:
         grid=lambda wc: config["recon"]["mri"]["grids"][wc.method],
         max_iter=lambda wc: config["recon"]["mri"]["max_iter"][wc.method],
         n_val=config["recon"]["mri"]["n_val"],
+        wavelet=config["recon"]["mri"]["cs_wavelet"],
         noise_std=config["recon"]["mri"]["noise_std"],
         seed=config["seed"],
     threads: 1
@@ -49,6 +50,7 @@ rule reconstruct_baseline_mri:
         sample=r"\d+",
     params:
         max_iter=lambda wc: config["recon"]["mri"]["max_iter"].get(wc.method),
+        wavelet=config["recon"]["mri"]["cs_wavelet"],
         noise_std=config["recon"]["mri"]["noise_std"],
         seed=config["seed"],
     threads: 1

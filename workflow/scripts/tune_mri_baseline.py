@@ -14,7 +14,7 @@ def main(smk):
     mask = np.load(smk.input.mask)
     best, table = choose_lambda(
         method, volumes, mask, p.grid, noise_std=p.noise_std, seed=p.seed, show_pbar=True,
-        **mri_params(method, max_iter=p.max_iter, tuned=None),
+        **mri_params(method, max_iter=p.max_iter, tuned=None, wavelet=p.wavelet),
     )
     log.info("%s on %s: %s = %g (validation SSIM by value: %s)", method, smk.wildcards.mask,
              REGULARISATION_PARAM[method], best, {r["lam"]: round(r["ssim_mean"], 4) for r in table})

@@ -15,6 +15,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 
 
 def _workdir(tmp_path: Path, overrides: dict | None = None) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load((ROOT / ".test" / "config" / "config.yaml").read_text())
     for key, value in (overrides or {}).items():
         cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
@@ -70,3 +71,25 @@ def test_missing_brats_folder_is_reported(tmp_path):
     )
     assert run.returncode != 0
     assert "no_such_folder" in run.stderr + run.stdout
+
+
+@pytest.mark.slow
+def test_corrupt_nifti_fails_the_job_naming_the_file_and_leaves_nothing(tmp_path):
+    from physdiff.data.nifti import write_volume
+
+    data = tmp_path / "my_volumes"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        write_volume(data / f"subject{i}.nii.gz", rng.random((48, 48, 24)).astype(np.float32))
+    (data / "subject9.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    work = _workdir(tmp_path / "work", {"mri": {"source": "nifti", "path": str(data)}})
+    target = "results/data/mri/brats/train.npy"
+    run = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(work), "--cores", "1", target], capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode != 0
+    log = (work / "results/logs/data/prepare_mri.log").read_text()
+    assert "subject9.nii.gz" in log and "cannot read as a NIfTI volume" in log
+    assert "Traceback" not in log
+    assert not list((work / "results/data/mri").rglob("*.npy")), "a failed job must leave no partial output"

@@ -40,6 +40,8 @@ rule train_prior:
         modality="mri|stem",
         G=r"\d+",
         g=r"\d+",
+    # The longest jobs of the DAG: start them as soon as their data exist.
+    priority: 10
     params:
         # Written every few minutes outside the declared outputs; a rerun resumes from it.
         checkpoint="results/checkpoints/{modality}/G{G}/g{g}.pt",

@@ -104,6 +104,8 @@ rule make_mask:
         "results/data/mri/masks/{kind}_R{R}.npy",
     log:
         "results/logs/data/make_mask_{kind}_R{R}.log",
+    benchmark:
+        "results/benchmarks/data/make_mask_{kind}_R{R}.tsv"
     params:
         center_fraction=lambda wc: center_fraction(config, int(wc.R)),
         size=MRI_CFG["size"],

@@ -54,9 +54,14 @@ rule fetch_materials_project:
         "results/data/stem/structures/{mp_id}.cif",
     log:
         "results/logs/data/fetch_{mp_id}.log",
+    benchmark:
+        "results/benchmarks/data/fetch_{mp_id}.tsv"
     wildcard_constraints:
         mp_id=r"mp-\d+",
     threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     conda:
         "../../envs/physdiff.yaml"
     script:

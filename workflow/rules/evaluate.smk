@@ -9,6 +9,8 @@ rule baseline_table:
         md="results/tables/baselines.md",
     log:
         "results/logs/evaluate/baseline_table.log",
+    benchmark:
+        "results/benchmarks/evaluate/baseline_table.tsv"
     threads: 1
     resources:
         mem_mb=1000,

@@ -14,6 +14,8 @@ rule plot_datasets:
         ),
     log:
         "results/logs/report/plot_datasets.log",
+    benchmark:
+        "results/benchmarks/report/plot_datasets.tsv"
     params:
         dpi=config["figures"]["dpi"],
     threads: 1

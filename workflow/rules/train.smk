@@ -10,6 +10,8 @@ rule prior_data_stem:
         scale="results/prior/stem/scale.json",
     log:
         "results/logs/prior/prior_data_stem.log",
+    benchmark:
+        "results/benchmarks/prior/prior_data_stem.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -97,6 +99,8 @@ rule plot_generated:
         report("results/figures/generated_{modality}.png", caption="../report/generated.rst", category="Prior"),
     log:
         "results/logs/report/plot_generated_{modality}.log",
+    benchmark:
+        "results/benchmarks/report/plot_generated_{modality}.tsv"
     wildcard_constraints:
         modality="mri|stem",
     params:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import time
@@ -27,6 +28,9 @@ from physdiff.errors import ConfigError, InputError
 from physdiff.io import atomic_path
 from physdiff.models.diffusion import GaussianDiffusion, to_network
 from physdiff.models.unet import DEFAULT_CONFIG, build_unet
+
+log = logging.getLogger(__name__)
+LOG_EVERY_S = 60.0  # progress lines for log files, where a progress bar does not reach
 
 
 @dataclass
@@ -152,7 +156,7 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
         x_all = torch.from_numpy(data.astype(np.float32)).to(dev)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
         model.train()
-        start, last_save = time.monotonic(), time.monotonic()
+        start = last_save = last_log = time.monotonic()
         bar = tqdm(total=steps, initial=min(step, steps), desc="train prior", disable=not progress)
         while step < steps:
             for group in opt.param_groups:
@@ -178,6 +182,11 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
             if step % max(log_every, 1) == 0 or step == steps:
                 recent = [h[1] for h in history[-max(log_every, 1):]]
                 bar.set_postfix(loss=f"{np.mean(recent):.4f}")
+            if time.monotonic() - last_log >= LOG_EVERY_S or step == steps:
+                recent = [h[1] for h in history[-max(log_every, 1):]]
+                rate = (step - resumed_from) / max(time.monotonic() - start, 1e-9)
+                log.info("step %d/%d  loss %.4f  %.2f steps/s", step, steps, np.mean(recent), rate)
+                last_log = time.monotonic()
             if checkpoint_path is not None and time.monotonic() - last_save >= checkpoint_every_s:
                 save_checkpoint()
                 last_save = time.monotonic()

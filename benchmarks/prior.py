@@ -181,7 +181,7 @@ def main() -> None:
         names = args.variants or list(VARIANTS)
         print(f"\n## CPU default size: slabs of {slab} slices at 64x64, batch {args.batch}, "
               f"grad_accum {args.grad_accum}")
-        print(f"| variant | params | s/micro-batch | s/optimiser step | s/1200 steps (min) | loss (learn) |")
+        print("| variant | params | s/micro-batch | s/optimiser step | s/1200 steps (min) | loss (learn) |")
         print("|---|---|---|---|---|---|")
         for name in names:
             extra, cl = VARIANTS[name]
@@ -213,7 +213,7 @@ def main() -> None:
             print(f"training step, batch 1: {s_step:.2f} s")
 
     if not args.no_memory:
-        print(f"\n## peak inference memory per device (fresh subprocess each)")
+        print("\n## peak inference memory per device (fresh subprocess each)")
         print("| model | volume | batch | G=1 (S slices) | G=2 (S/2 slices, per device) | ratio |")
         print("|---|---|---|---|---|---|")
         cases = [("default", BASE, 64)] + ([("paper", PAPER, args.paper_size)] if args.size != "default" else [])

@@ -1,7 +1,6 @@
 """The Snakemake workflow itself: the tiny .test config end to end, and clean config errors."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from physdiff.data.crystals import catalogue, get_crystal, hexagonal_ood
+from physdiff.data.crystals import catalogue, hexagonal_ood
 from physdiff.data.stem_sim import split_crystals, stem_sample_plan
 from physdiff.errors import ConfigError
 
@@ -78,8 +78,3 @@ def recon_order(rows: list[dict]) -> list[str]:
 def _row(item: dict, split: str, source: str) -> dict:
     return {"sample": item["sample_id"], "split": split, "source": source, "name": item["name"],
             "zone_axis": item["zone_axis"], "offset": tuple(item["offset"]), "seed": item["seed"]}
-
-
-def crystal_entry(row: dict):
-    """The catalogue entry of a planned sample (catalogue sources only)."""
-    return get_crystal(row["name"])

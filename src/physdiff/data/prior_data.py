@@ -7,6 +7,7 @@ can be mapped back to V·Å.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +16,8 @@ from tqdm.auto import tqdm
 
 from physdiff.data.stem_sim import load_sample
 from physdiff.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 def stem_prior_volumes(paths: Sequence[str | Path], *, progress: bool = True) -> tuple[np.ndarray, float]:
@@ -30,7 +33,11 @@ def stem_prior_volumes(paths: Sequence[str | Path], *, progress: bool = True) ->
         shape = potential.shape
         volumes.append(potential)
     stack = np.stack(volumes)
-    if stack.min() < 0:
-        raise InputError(f"potentials must be non-negative, found {stack.min():.3g} V·Å")
     scale = float(stack.max())
-    return stack / scale, scale
+    if scale <= 0:
+        raise InputError("every training potential is zero or negative; expected projected potentials in V·Å")
+    # abTEM band-limits the potential, which leaves slight negative ringing between atoms
+    # (about -1 V·Å against peaks of hundreds); the prior works on [0, 1], so it is clipped.
+    if stack.min() < 0:
+        log.info("clipping negative band-limit ringing (min %.3g V·Å, %.2g of the scale) to 0", stack.min(), -stack.min() / scale)
+    return np.clip(stack / scale, 0.0, 1.0), scale

@@ -1,11 +1,22 @@
 """Train the diffusion model of one partition g of G on its slab of the training volumes."""
 
+import hashlib
+import json
+
 import numpy as np
 
 from physdiff.models.plots import write_loss_curve
 from physdiff.models.sampling import partition_bounds
 from physdiff.models.train import save_model, train_prior
 from physdiff.workflow import log, run_step
+
+
+def checkpoint_path(smk) -> str:
+    """The checkpoint of this exact setting: a changed model or training config (other than the
+    step count, which a resumed run may extend) starts afresh instead of meeting a stale file."""
+    setting = {k: v for k, v in smk.params.train.items() if k != "steps"}
+    key = json.dumps([smk.params.model, setting, smk.params.seed], sort_keys=True)
+    return smk.params.checkpoint.removesuffix(".pt") + f"-{hashlib.sha256(key.encode()).hexdigest()[:10]}.pt"
 
 
 def main(smk):
@@ -16,8 +27,9 @@ def main(smk):
     log.info("partition %d of %d: slices [%d, %d) of %d training volumes %s", g, G, lo, hi, len(volumes), volumes.shape[1:])
     result = train_prior(
         volumes[:, lo:hi], model_cfg=smk.params.model, steps=tr["steps"], batch_size=tr["batch_size"],
-        lr=tr["lr"], grad_accum=tr["grad_accum"], ema_decay=tr["ema_decay"], warmup_steps=tr["warmup_steps"],
-        augment_flips=tr["augment_flips"], checkpoint_path=smk.params.checkpoint,
+        lr=tr["lr"], grad_accum=tr["grad_accum"], ema_decay=tr["ema_decay"], ema_update_every=tr["ema_update_every"],
+        warmup_steps=tr["warmup_steps"],
+        augment_flips=tr["augment_flips"], checkpoint_path=checkpoint_path(smk),
         checkpoint_every_s=tr["checkpoint_every_s"], seed=smk.params.seed + 1000 * G + g,
     )
     if result.resumed_from:

@@ -92,7 +92,7 @@ def _load_weights(module: nn.Module, state: dict, path: Path, key: str) -> None:
 
 
 def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: int = 4, lr: float = 1e-4,
-                grad_accum: int = 2, ema_decay: float = 0.995, ema_update_every: int = 10,
+                grad_accum: int = 2, ema_decay: float = 0.995, ema_update_every: int = 1,
                 warmup_steps: int = 100, augment_flips: bool = True, channels_last: bool = False,
                 checkpoint_path: str | os.PathLike | None = None, checkpoint_every_s: float = 300.0,
                 seed: int = 0, device: str | None = None, progress: bool = True, log_every: int = 10) -> TrainResult:
@@ -121,7 +121,10 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         model = build_unet(config["model"]).to(dev, memory_format=fmt)
-        ema = EMA(model, beta=ema_decay, update_every=ema_update_every, include_online_model=False)
+        # EMA from the end of the warm-up on: ema-pytorch's default start (step 100) and updates every
+        # 10 steps left a CPU-length run's EMA far behind the online weights (noise-like samples).
+        ema = EMA(model, beta=ema_decay, update_every=ema_update_every, update_after_step=min(warmup_steps, 100),
+                  include_online_model=False)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         gen = torch.Generator().manual_seed(seed)
         step, history, resumed_from = 0, [], 0

@@ -46,6 +46,26 @@ def test_loss_falls_on_a_tiny_dataset():
     assert np.mean(losses[-20:]) < 0.7 * np.mean(losses[:20])
 
 
+@pytest.mark.slow
+def test_ema_weights_keep_up_with_a_short_run():
+    # Regression: with ema-pytorch's defaults (start at step 100, update every 10) the EMA of a
+    # CPU-length run stayed near its initial weights and sampled noise.
+    from physdiff.models.diffusion import GaussianDiffusion, to_network
+
+    data = _blobs()
+    res = train_prior(data, model_cfg=TINY, steps=150, batch_size=8, grad_accum=1, lr=2e-3,
+                      warmup_steps=10, progress=False)
+    x0 = to_network(torch.from_numpy(data[:8])).unsqueeze(1)
+    gen = torch.Generator().manual_seed(1)
+    t = torch.randint(0, 1000, (8,), generator=gen)
+    z = torch.randn(x0.shape, generator=gen)
+    xt = GaussianDiffusion().q_sample(x0, t, z)
+    with torch.no_grad():
+        err_ema = (res.ema_model.eval()(xt, t) - z).abs().mean().item()
+        err_online = (res.model.eval()(xt, t) - z).abs().mean().item()
+    assert err_ema < 1.3 * err_online, (err_ema, err_online)
+
+
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
     data, cfg = _blobs(6), {**TINY, "dropout": 0.1}  # dropout exercises the global RNG state
     kw = dict(model_cfg=cfg, batch_size=2, grad_accum=2, lr=1e-3, warmup_steps=2, ema_update_every=1,

@@ -12,16 +12,22 @@ CENTER = {4: 0.08, 8: 0.04}  # SPEC 3's centre fractions
 
 @pytest.mark.parametrize("acceleration", [4, 8])
 @pytest.mark.parametrize("kind", MASK_KINDS)
-def test_achieved_acceleration_matches_target(kind, acceleration):
-    mask = make_mask(kind, shape=SHAPE, acceleration=acceleration, center_fraction=CENTER[acceleration], seed=0)
-    achieved = acceleration_of(mask)
-    if kind == "uniform":
-        # The comb gives W / R lines; centre-band lines off the comb come on top of it.
-        n_comb = SHAPE[1] / acceleration
-        n_extra = len(center_band(SHAPE[1], CENTER[acceleration]))
-        assert SHAPE[1] / (n_comb + n_extra) <= achieved <= acceleration
-    else:
-        assert achieved == pytest.approx(acceleration, rel=0.02)
+@pytest.mark.parametrize("n_slices", [None, 5])
+def test_every_kind_samples_round_w_over_r_lines(kind, acceleration, n_slices):
+    # One convention for all kinds (fastMRI's): round(W / R) lines in all, centre band included.
+    mask = make_mask(kind, shape=SHAPE, acceleration=acceleration, center_fraction=CENTER[acceleration], seed=0,
+                     n_slices=n_slices)
+    lines = mask[..., 0, :].reshape(-1, SHAPE[1])
+    assert (lines.sum(axis=1) == round(SHAPE[1] / acceleration)).all()
+    assert acceleration_of(mask) == pytest.approx(acceleration, rel=0.02)
+
+
+def test_uniform_mask_is_an_equispaced_comb_outside_the_centre_band():
+    mask = make_mask("uniform", shape=(1, 64), acceleration=4, center_fraction=0.08, seed=0)
+    band = set(center_band(64, 0.08))
+    outside = [k for k in np.flatnonzero(mask[0]) if k not in band]
+    gaps = np.diff([k for k in outside if k < min(band)])
+    assert gaps.max() - gaps.min() <= 1
 
 
 @pytest.mark.parametrize("kind", MASK_KINDS)

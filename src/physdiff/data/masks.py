@@ -7,9 +7,12 @@ Convention:
 - every mask has a fully sampled centre band of `round(center_fraction * W)` lines around k = 0.
 
 Kinds:
-- `uniform`: every R-th line on a comb through k = 0, plus the centre band;
-- `gaussian`: round(W / R) lines in all, the centre band counting towards them; the rest are drawn
-  without replacement with density `exp(-k^2 / (2 (std_fraction W)^2))`;
+Every kind samples round(W / R) lines in all, the centre band counting towards them, as
+fastMRI's mask functions do, so the same R means the same line count for every kind:
+- `uniform`: the lines outside the centre band lie on an equispaced comb through k = 0
+  (spacing chosen so that the comb adds exactly the missing lines);
+- `gaussian`: the lines outside the band are drawn without replacement with density
+  `exp(-k^2 / (2 (std_fraction W)^2))`;
 - `random`: as gaussian but with a flat density.
 """
 
@@ -32,21 +35,25 @@ def center_band(n_lines: int, center_fraction: float) -> np.ndarray:
 
 def _line_pattern(
     kind: str, n_lines: int, acceleration: float, center_fraction: float,
-    rng: np.random.Generator, std_fraction: float, offset: int,
+    rng: np.random.Generator, std_fraction: float, phase: float,
 ) -> np.ndarray:
     """One boolean vector over the phase-encode lines."""
     lines = np.zeros(n_lines, dtype=bool)
     centre = center_band(n_lines, center_fraction)
     lines[centre] = True
     k = np.arange(n_lines) - n_lines // 2
-    if kind == "uniform":
-        step = max(int(round(acceleration)), 1)
-        lines[(k - offset) % step == 0] = True
-        return lines
     n_extra = int(round(n_lines / acceleration)) - int(lines.sum())
     if n_extra <= 0:
         return lines
     candidates = np.flatnonzero(~lines)
+    if kind == "uniform":
+        # As fastMRI's equispaced mask, the comb's spacing is adjusted (non-integer) so that it
+        # adds exactly the lines the band leaves to reach round(W / R); the comb runs over the
+        # lines outside the band, and `phase` in [0, 1) shifts it by a fraction of its spacing.
+        spacing = len(candidates) / n_extra
+        picks = np.floor((np.arange(n_extra) + phase) * spacing).astype(int)
+        lines[candidates[picks]] = True
+        return lines
     if kind == "gaussian":
         weight = np.exp(-0.5 * (k[candidates] / (std_fraction * n_lines)) ** 2)
     else:
@@ -70,7 +77,7 @@ def make_mask(
 
     `acceleration` R >= 1 is the target ratio W / (sampled lines); `std_fraction` is the gaussian
     density's standard deviation as a fraction of W. Per-slice uniform masks shift the comb by a
-    seeded offset in [0, R) for each slice, so neighbouring slices sample interleaved lines.
+    seeded fraction of its spacing for each slice, so neighbouring slices sample interleaved lines.
     """
     if kind not in MASK_KINDS:
         raise ConfigError(f"mask kind '{kind}' is unknown; expected one of {MASK_KINDS}")
@@ -87,13 +94,12 @@ def make_mask(
     height, width = int(shape[0]), int(shape[1])
     rng = np.random.default_rng(seed)
     if n_slices is None:
-        lines = _line_pattern(kind, width, acceleration, center_fraction, rng, std_fraction, 0)
+        lines = _line_pattern(kind, width, acceleration, center_fraction, rng, std_fraction, 0.5)
         return np.broadcast_to(lines, (height, width)).copy()
-    step = max(int(round(acceleration)), 1)
     stack = np.empty((int(n_slices), height, width), dtype=bool)
     for s in range(int(n_slices)):
-        offset = int(rng.integers(step)) if kind == "uniform" else 0
-        stack[s] = _line_pattern(kind, width, acceleration, center_fraction, rng, std_fraction, offset)
+        phase = float(rng.random()) if kind == "uniform" else 0.5
+        stack[s] = _line_pattern(kind, width, acceleration, center_fraction, rng, std_fraction, phase)
     return stack
 
 

@@ -103,20 +103,28 @@ def prox_sparsity(potential: torch.Tensor, threshold: float, positivity: bool = 
 
 
 def lipschitz_step(model: MultisliceModel, potential, intensities, *, form: str = "amplitude",
-                   batch_size: int = 16, grad=None, probe_scale: float = 1.0) -> float:
+                   batch_size: int = 16, grad=None, probe_scale: float = 1.0,
+                   mask: torch.Tensor | None = None) -> float:
     """Return 1/L with L ~ ||g(V + d) - g(V)|| / ||d||, d = a small step along -g (secant estimate).
 
-    ``probe_scale`` sets ||d|| in V·Å (per-voxel RMS); a phase of sigma * probe_scale is tiny.
+    ``probe_scale`` sets ||d|| in V·Å (per-voxel RMS over the voxels that move); a phase of
+    sigma * probe_scale is tiny. With ``mask`` (0/1, broadcastable to V) both gradients are
+    restricted to the masked voxels, so L is the curvature of the block that the step moves;
+    the unmasked gradient of the other blocks would dominate ||g(V + d) - g(V)|| and make a
+    layer-wise step start far too small.
     """
     v = model.as_potential(potential).detach()
     if grad is None:
         _, grad = loss_and_grad(model, v, intensities, form=form, batch_size=batch_size)
-    rms = grad.pow(2).mean().sqrt()
+    weight = torch.ones_like(v) if mask is None else torch.broadcast_to(mask.to(v.dtype), v.shape)
+    grad = grad * weight
+    count = weight.sum()
+    rms = (grad.pow(2).sum() / count).sqrt() if count > 0 else torch.zeros(())
     if not torch.isfinite(rms) or rms == 0:
         return 1.0
     d = -grad * (probe_scale / rms)
     _, grad2 = loss_and_grad(model, v + d, intensities, form=form, batch_size=batch_size)
-    lipschitz = float((grad2 - grad).norm() / d.norm())
+    lipschitz = float((grad2 * weight - grad).norm() / d.norm())
     return 1.0 / lipschitz if lipschitz > 0 and math.isfinite(lipschitz) else 1.0
 
 
@@ -136,7 +144,7 @@ def physics_step(model: MultisliceModel, potential, intensities, *, eta: float |
     if mask is not None:
         grad = grad * mask
     if eta is None:
-        eta = lipschitz_step(model, v, intensities, form=form, batch_size=batch_size, grad=grad)
+        eta = lipschitz_step(model, v, intensities, form=form, batch_size=batch_size, grad=grad, mask=mask)
 
     def candidate(step):
         new = prox_sparsity(v - step * grad, step * sparsity, positivity)

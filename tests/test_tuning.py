@@ -1,0 +1,51 @@
+"""The generic hyperparameter tuner: it extends past grid edges and refines to an interior choice."""
+
+import logging
+import math
+
+import pytest
+
+from physdiff.errors import ConfigError
+from physdiff.recon.tuning import best_prefix, tune_scalar
+
+
+def peaked(at):
+    """A smooth score with its maximum at `at`, symmetric in log(value)."""
+    return lambda v: -(math.log(v) - math.log(at)) ** 2
+
+
+def test_optimum_below_the_grid_is_found_by_extension():
+    result = tune_scalar(peaked(1e-4), [1e-3, 3e-3, 1e-2, 3e-2], max_extend=4)
+    assert not result["on_edge"]
+    assert result["best"] == pytest.approx(1e-4, rel=0.8)
+    values = [row["value"] for row in result["table"]]
+    assert min(values) < result["best"] < max(values)
+
+
+def test_optimum_above_the_grid_and_inside_it():
+    above = tune_scalar(peaked(1.0), [1e-3, 1e-2, 1e-1], max_extend=3)
+    assert above["best"] == pytest.approx(1.0, rel=0.5) and not above["on_edge"]
+    inside = tune_scalar(peaked(0.004), [1e-3, 3e-3, 1e-2, 3e-2], refine=2)
+    # refinement lands closer to the optimum than any grid value
+    assert abs(math.log(inside["best"] / 0.004)) < abs(math.log(3e-3 / 0.004))
+    assert not inside["on_edge"]
+
+
+def test_bounded_extension_reports_on_edge_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        result = tune_scalar(peaked(1e-9), [1e-3, 1e-2], max_extend=2, name="lam")
+    assert result["on_edge"] and result["best"] == pytest.approx(1e-5)
+    assert "lam" in caplog.text and "edge" in caplog.text
+
+
+def test_bad_grids_raise_config_error():
+    with pytest.raises(ConfigError):
+        tune_scalar(peaked(1.0), [])
+    with pytest.raises(ConfigError):
+        tune_scalar(peaked(1.0), [0.0, 1.0])
+
+
+def test_nan_scores_never_win_and_best_prefix_picks_the_peak():
+    result = tune_scalar(lambda v: float("nan") if v > 0.5 else v, [0.1, 0.2, 1.0], max_extend=0, refine=0)
+    assert result["best"] == 0.2
+    assert best_prefix([[0.1, 0.5, 0.3], [0.2, 0.4]]) == (2, pytest.approx(0.45))

@@ -1,0 +1,194 @@
+"""The physics of one measurement, as DART and DRIFT see it: a data step, a score, a naive start.
+
+DART and DRIFT (`physdiff.recon.dart`, `physdiff.recon.drift`) take a problem object and never
+ask which modality it is. A problem exposes, in data units (MRI magnitudes in [0, 1]; 4D-STEM
+potentials in V·Å):
+
+- `shape`: (S, H, W) of the volume;
+- `transform`: the map between data units and the prior's [0, 1] (`physdiff.data.transforms`);
+- `data_step(x)`: the physics step Phi that DART applies to the stacked x0 (torch in, torch out),
+  with `last_info` holding what it did;
+- `finalize(x)`: Phi once more at the end; returns the reconstruction to score (numpy);
+- `observed()` and `simulate_observed(x)`: what the measurement shows directly (MRI: the
+  zero-filled image; 4D-STEM: the bright-field image) and the same image for a candidate
+  volume; `score(x)` is their SSIM, with `data_range` from the measurement, never from a
+  ground truth;
+- `naive_start()`: the guess a physics-only solver starts from (zero-filled image; V = 0);
+- `solve(start, n_iter)`: the physics solver DRIFT runs from its chosen candidate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from skimage.metrics import structural_similarity
+
+from physdiff.data.transforms import IdentityTransform, PowerTransform
+from physdiff.errors import ConfigError, InputError
+from physdiff.physics.mri import MRIForward, check_mask, data_consistency, fft2c, zero_filled
+from physdiff.physics.multislice import MultisliceGeometry, MultisliceModel
+from physdiff.physics.stem_loss import data_loss, physics_step
+from physdiff.recon.mri_baselines import MRI_BASELINES
+from physdiff.recon.stem_baselines import sparse_decomposition, three_pie, torchslice
+
+STEM_SOLVERS = {"sparse_decomposition": sparse_decomposition, "torchslice": torchslice, "three_pie": three_pie}
+
+
+def _ssim_against(image: np.ndarray, observed: np.ndarray) -> float:
+    """Mean 2D SSIM of `image` against `observed` ((S, H, W) or (H, W)), range from `observed`."""
+    image, observed = np.asarray(image, np.float64), np.asarray(observed, np.float64)
+    if image.shape != observed.shape:
+        raise InputError(f"score: candidate image {image.shape} does not match the measurement's {observed.shape}")
+    rng = float(observed.max() - observed.min())
+    if not rng > 0:
+        raise InputError("score: the measurement's own image is constant, so SSIM is undefined")
+    if observed.ndim == 2:  # one image (the bright field)
+        image, observed = image[None], observed[None]
+    return float(np.mean([structural_similarity(a, b, data_range=rng) for a, b in zip(image, observed)]))
+
+
+class MRIProblem:
+    """Single-coil Cartesian MRI: y = M ⊙ F x (SPEC 3); Phi is Eq. (4) on the magnitude."""
+
+    transform = IdentityTransform()
+
+    def __init__(self, y: Any, mask: Any, *, lam: float = 1.0, solver: str = "projection",
+                 solver_params: dict | None = None):
+        y = np.asarray(y)
+        if y.ndim != 3 or not np.iscomplexobj(y):
+            raise InputError(f"MRI measurement: expected complex k-space (S, H, W), got {y.dtype} {y.shape}")
+        if not np.all(np.isfinite(y)):
+            raise InputError("MRI measurement: k-space holds NaN or infinite values")
+        if solver not in MRI_BASELINES or solver == "zero_filled":
+            raise ConfigError(f"recon.drift.mri_solver: expected one of cs_l1_wavelet, tv, projection, got {solver!r}")
+        self.y, self.mask = y.astype(np.complex64), check_mask(mask, y.shape)
+        self.lam, self.solver, self.solver_params = float(lam), solver, dict(solver_params or {})
+        self.shape = tuple(y.shape)
+        self._y_torch: dict[torch.device, torch.Tensor] = {}
+        self.last_info: dict = {}
+        self.last_complex: np.ndarray | None = None
+
+    def _y_on(self, device: torch.device) -> torch.Tensor:
+        if device not in self._y_torch:
+            self._y_torch[device] = torch.from_numpy(self.y).to(device)
+        return self._y_torch[device]
+
+    def residual(self, x: torch.Tensor) -> float:
+        """||M ⊙ F x - y|| of an image x (S, H, W)."""
+        k = fft2c(x.to(torch.complex64))
+        m = torch.from_numpy(np.broadcast_to(self.mask, self.shape).copy()).to(x.device)
+        return float(((k - self._y_on(x.device)) * m).abs().pow(2).sum().sqrt())
+
+    def data_step(self, x: torch.Tensor) -> torch.Tensor:
+        """Eq. (4) on x (S, H, W): x <- |F^-1[F x - lam M ⊙ (F x - y)]|."""
+        before = self.residual(x)
+        out = data_consistency(x.to(torch.complex64), self._y_on(x.device), self.mask, self.lam)
+        self.last_info = {"residual_before": before, "residual_after": self.residual(out)}
+        return out.abs().to(x.dtype)
+
+    def finalize(self, x: torch.Tensor) -> np.ndarray:
+        """Phi once more; the complex result is kept in `last_complex`, its magnitude is returned."""
+        before = self.residual(x)
+        out = data_consistency(x.to(torch.complex64), self._y_on(x.device), self.mask, self.lam)
+        self.last_info = {"residual_before": before, "residual_after": self.residual(out)}
+        self.last_complex = out.cpu().numpy()
+        return np.abs(self.last_complex).astype(np.float32)
+
+    def observed(self) -> np.ndarray:
+        """The zero-filled image |F^-1 y| (S, H, W)."""
+        return zero_filled(self.y, self.mask).astype(np.float32)
+
+    def simulate_observed(self, x: Any) -> np.ndarray:
+        """The zero-filled image the same mask gives for a volume x: |F^-1 (M ⊙ F x)|."""
+        return np.abs(MRIForward(self.mask).A_adjoint(MRIForward(self.mask).A(np.asarray(x, np.float32))))
+
+    def score(self, x: Any) -> float:
+        """DRIFT's score (SPEC 5): mean per-slice SSIM of the two zero-filled images."""
+        return _ssim_against(self.simulate_observed(x), self.observed())
+
+    def naive_start(self) -> np.ndarray:
+        return self.observed()
+
+    def solve(self, start: Any, n_iter: int) -> np.ndarray:
+        """`n_iter` iterations of the configured baseline solver, started from `start`."""
+        key = "n_iter" if self.solver == "projection" else "max_iter"
+        return MRI_BASELINES[self.solver](self.y, self.mask, x0=np.asarray(start, np.float32),
+                                          **{**self.solver_params, key: int(n_iter)})
+
+
+class STEMProblem:
+    """Multislice 4D-STEM with the known probe (SPEC 3); Phi is k steps of Eq. (5)."""
+
+    def __init__(self, intensities: Any, geometry: MultisliceGeometry, transform: PowerTransform, *, k: int = 1,
+                 sparsity: float = 0.0,
+                 positivity: bool = True, form: str = "amplitude", solver: str = "sparse_decomposition",
+                 solver_params: dict | None = None, device=None, batch_size: int = 16):
+        if k < 1:
+            raise ConfigError(f"recon.dart.stem_k: at least one physics step per reverse step, got {k}")
+        if solver not in STEM_SOLVERS:
+            raise ConfigError(f"recon.drift.stem_solver: expected one of {sorted(STEM_SOLVERS)}, got {solver!r}")
+        self.geometry = geometry
+        self.model = MultisliceModel(geometry, device=device)
+        self.intensities = torch.as_tensor(np.asarray(intensities), dtype=self.model.real_dtype,
+                                           device=self.model.device)
+        self.transform, self.k, self.sparsity, self.positivity = transform, int(k), float(sparsity), positivity
+        self.form, self.batch_size = form, batch_size
+        self.solver, self.solver_params = solver, dict(solver_params or {})
+        self.shape = (self.geometry.n_slices, *self.geometry.gpts)
+        self.eta: float | None = None  # warm-started across reverse steps
+        self.last_info: dict = {}
+        with torch.no_grad():
+            self._observed = self.model.bright_field(intensities=self.intensities).cpu().numpy()
+
+    @classmethod
+    def from_sample(cls, sample: dict, transform: PowerTransform, **kwargs) -> "STEMProblem":
+        """The problem of one simulated sample (`physdiff.data.stem_sim.load_sample`)."""
+        return cls(sample["intensities"], MultisliceGeometry.from_sample(sample), transform, **kwargs)
+
+    def loss(self, v: Any) -> float:
+        """SPEC Eq. (2) of a potential (S, H, W) in V·Å."""
+        return data_loss(self.model, v, self.intensities, form=self.form, batch_size=self.batch_size)
+
+    def data_step(self, v: torch.Tensor) -> torch.Tensor:
+        """k proximal gradient steps of Eq. (5) from v, the step size warm-started from the last call."""
+        device, dtype = v.device, v.dtype
+        v = v.to(self.model.device, self.model.real_dtype)
+        info = {}
+        for _ in range(self.k):
+            # twice the last accepted step: the backtracking halves it again where it is too long
+            v, info = physics_step(self.model, v, self.intensities, eta=None if self.eta is None else 2 * self.eta,
+                                   sparsity=self.sparsity, positivity=self.positivity, form=self.form,
+                                   batch_size=self.batch_size)
+            self.eta = info["eta"]
+        self.last_info = {"loss_before": info["loss"], "loss_after": info["loss_new"], "eta": info["eta"],
+                          "backtracks": info["backtracks"]}
+        return v.to(device, dtype)
+
+    def finalize(self, v: torch.Tensor) -> np.ndarray:
+        return self.data_step(v).detach().cpu().numpy().astype(np.float32)
+
+    def observed(self) -> np.ndarray:
+        """The measured bright-field image (scan grid)."""
+        return self._observed
+
+    def simulate_observed(self, v: Any) -> np.ndarray:
+        with torch.no_grad():
+            return self.model.bright_field(torch.as_tensor(np.asarray(v, np.float32))).cpu().numpy()
+
+    def score(self, v: Any) -> float:
+        """DRIFT's score (SPEC 5): SSIM of the candidate's bright field against the measured one."""
+        return _ssim_against(self.simulate_observed(v), self.observed())
+
+    def naive_start(self) -> np.ndarray:
+        return np.zeros(self.shape, np.float32)
+
+    def solve(self, start: Any, n_iter: int) -> np.ndarray:
+        """`n_iter` iterations of the configured 4D-STEM solver (Eq. 5 steps by default) from `start`."""
+        params = {**self.solver_params, "n_iter": int(n_iter), "progress": False}
+        if self.solver != "three_pie":
+            params["form"] = self.form
+        v, _ = STEM_SOLVERS[self.solver](self.intensities, self.geometry, model=self.model,
+                                         v0=torch.as_tensor(np.asarray(start, np.float32)), **params)
+        return v.numpy().astype(np.float32)

@@ -1,0 +1,136 @@
+"""DART and DRIFT on both modalities: oracle priors, data consistency, scoring without ground truth."""
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+from test_stem_baselines import copt3  # noqa: F401  (the tiny abTEM CoPt3 case, a fixture)
+
+from physdiff.data.phantoms import blob_volume
+from physdiff.data.transforms import PowerTransform
+from physdiff.errors import ConfigError, InputError
+from physdiff.metrics.ssim import ssim_phase_projection, ssim_volume
+from physdiff.models.diffusion import GaussianDiffusion, to_network
+from physdiff.physics.mri import fft2c, simulate_kspace
+from physdiff.recon.dart import dart
+from physdiff.recon.drift import drift, physics_only
+from physdiff.recon.problems import MRIProblem, STEMProblem
+
+DIFF = GaussianDiffusion()
+
+
+class OraclePrior:
+    """Partition model whose eps makes predict_x0 equal the true slab (network scale) at every step."""
+
+    def __init__(self, slab: torch.Tensor):
+        self.slab = slab  # (S_g, H, W) in [-1, 1]
+
+    def __call__(self, x, t):
+        return DIFF.eps_from_x0(x, int(t[0]), self.slab.expand_as(x))
+
+
+def oracle_models(volume_unit: np.ndarray, partitions: int):
+    x = to_network(torch.as_tensor(volume_unit, dtype=torch.float32))
+    s = x.shape[0]
+    return [OraclePrior(x[g * s // partitions:(g + 1) * s // partitions]) for g in range(partitions)]
+
+
+@pytest.fixture(scope="module")
+def mri_case():
+    truth = blob_volume(8, 32, seed=3)
+    mask = np.zeros((32, 32), bool)
+    mask[:, ::4] = True
+    mask[:, 14:18] = True
+    return truth, mask, simulate_kspace(truth, mask)
+
+
+def test_dart_with_an_oracle_prior_recovers_the_mri_volume(mri_case):
+    truth, mask, y = mri_case
+    problem = MRIProblem(y, mask)
+    result = dart(oracle_models(truth, 2), problem, steps=10, progress=False)
+    assert ssim_volume(result.volume, truth) > 0.99
+    assert ssim_volume(result.volume, truth) > ssim_volume(problem.naive_start(), truth) + 0.1
+    assert len(result.steps) == 11 and result.steps[-1]["t"] == -1
+
+
+def test_dart_output_keeps_the_measured_kspace_lines(mri_case):
+    truth, mask, y = mri_case
+    problem = MRIProblem(y, mask)
+    # a poor prior (a constant volume) so that the physics step has real work to do
+    models = oracle_models(np.full_like(truth, 0.3), 2)
+    result = dart(models, problem, steps=5, progress=False)
+    k = fft2c(problem.last_complex)
+    np.testing.assert_allclose(k[:, mask], y[:, mask], atol=1e-5)
+    np.testing.assert_allclose(np.abs(problem.last_complex), result.volume, atol=1e-6)
+    assert problem.last_info["residual_after"] < 1e-4
+
+
+def test_dart_rejects_an_unknown_correction(mri_case):
+    truth, mask, y = mri_case
+    with pytest.raises(ConfigError, match="correction"):
+        dart(oracle_models(truth, 1), MRIProblem(y, mask), correction="both", progress=False)
+
+
+@pytest.mark.slow
+def test_dart_with_an_oracle_prior_recovers_the_potential(copt3):  # noqa: F811
+    geometry, truth, intensities, _ = copt3
+    transform = PowerTransform(float(truth.max()) * 1.05, gamma=0.5)
+    problem = STEMProblem(intensities, geometry, transform, device="cpu")
+    unit = transform.encode(truth.numpy())
+    result = dart(oracle_models(unit, 2), problem, steps=4, progress=False)
+    sigma = geometry.sigma
+    assert ssim_phase_projection(result.volume, truth.numpy(), sigma) > 0.95
+    assert ssim_phase_projection(result.volume, truth.numpy(), sigma) > \
+        ssim_phase_projection(problem.naive_start(), truth.numpy(), sigma) + 0.5
+
+
+def test_dart_step_lowers_the_multislice_loss(copt3):  # noqa: F811
+    geometry, truth, intensities, _ = copt3
+    problem = STEMProblem(intensities, geometry, PowerTransform(float(truth.max())), device="cpu")
+    x0 = 0.5 * truth + 20.0 * torch.rand(truth.shape, generator=torch.Generator().manual_seed(0))
+    before = problem.loss(x0)
+    after = problem.loss(problem.data_step(x0))
+    assert after < before
+    assert problem.last_info["loss_after"] < problem.last_info["loss_before"]
+    assert problem.eta is not None  # warm-started for the next reverse step
+
+
+def test_drift_picks_the_best_scoring_candidate_without_ground_truth(mri_case):
+    truth, mask, y = mri_case
+    problem = MRIProblem(y, mask, solver="projection", solver_params={"wavelet_thresh": 0.0})
+    rng = np.random.default_rng(0)
+    candidates = np.stack([rng.random(truth.shape, np.float32), truth, np.zeros_like(truth) + 0.2])
+    result = drift(candidates, problem, n_iter=0, progress=False)
+    # every score is the SSIM of zero-filled images, with the measurement's data range
+    observed = np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(y, axes=(-2, -1)), norm="ortho"),
+                                      axes=(-2, -1)))
+    rng_obs = observed.max() - observed.min()
+    for cand, score in zip(candidates, result.scores):
+        image = problem.simulate_observed(cand)
+        expected = np.mean([structural_similarity(a, b, data_range=rng_obs) for a, b in zip(image, observed)])
+        assert score == pytest.approx(expected, abs=1e-6)
+    assert result.best == int(np.argmax(result.scores)) == 1
+    np.testing.assert_array_equal(result.volume, candidates[1])
+
+
+def test_drift_beats_its_physics_only_twin_from_a_good_candidate(mri_case):
+    truth, mask, y = mri_case
+    problem = MRIProblem(y, mask, solver="projection", solver_params={"wavelet_thresh": 0.01})
+    near = np.clip(truth + 0.05 * np.random.default_rng(1).standard_normal(truth.shape), 0, 1).astype(np.float32)
+    refined = drift(near[None], problem, n_iter=5, progress=False)
+    twin = physics_only(problem, n_iter=5)
+    assert ssim_volume(refined.volume, truth) > ssim_volume(twin.volume, truth)
+
+
+def test_drift_rejects_candidates_of_the_wrong_shape(mri_case):
+    truth, mask, y = mri_case
+    with pytest.raises(InputError, match="candidates"):
+        drift(np.zeros((2, 4, 32, 32), np.float32), MRIProblem(y, mask), n_iter=1, progress=False)
+
+
+def test_stem_drift_scores_bright_fields(copt3):  # noqa: F811
+    geometry, truth, intensities, _ = copt3
+    problem = STEMProblem(intensities, geometry, PowerTransform(float(truth.max())), device="cpu")
+    candidates = np.stack([np.zeros_like(truth.numpy()), truth.numpy(), 0.5 * truth.numpy()[::-1].copy()])
+    result = drift(candidates, problem, n_iter=0, progress=False)
+    assert result.best == 1 and result.scores[1] == pytest.approx(1.0, abs=1e-4)

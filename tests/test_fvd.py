@@ -1,0 +1,154 @@
+"""FVD, JEDi and bootstrap intervals (SPEC 7, Table 3) against closed forms and scikit-learn."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics.pairwise import polynomial_kernel as sk_polynomial_kernel
+
+from physdiff.errors import InputError
+from physdiff.metrics.fvd import (
+    bootstrap_ci,
+    feature_extractor_from_config,
+    frechet_distance,
+    jedi,
+    score,
+)
+
+
+def exact_samples(mean, cov, n, seed):
+    """n samples whose sample mean and (ddof=1) covariance are exactly `mean` and `cov`."""
+    z = np.random.default_rng(seed).standard_normal((n, len(mean)))
+    z -= z.mean(0)
+    # whiten so the sample covariance is I, then colour with a square root of cov
+    z = z @ np.linalg.inv(np.linalg.cholesky(np.cov(z, rowvar=False))).T
+    return mean + z @ np.linalg.cholesky(cov).T
+
+
+def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
+    mu1, mu2 = np.array([0.0, 1.0, -2.0, 0.5]), np.array([1.0, 1.0, 0.0, 0.0])
+    s1, s2 = np.array([1.0, 2.0, 0.5, 3.0]), np.array([4.0, 0.5, 0.5, 1.0])
+    x, y = exact_samples(mu1, np.diag(s1), 200, 0), exact_samples(mu2, np.diag(s2), 300, 1)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
+    assert frechet_distance(x, y) == pytest.approx(expected, rel=1e-8)
+
+
+def test_frechet_distance_matches_symmetrised_form_for_full_covariances():
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((5, 5)), rng.standard_normal((5, 5))
+    c1, c2 = a @ a.T + 0.1 * np.eye(5), b @ b.T + 0.1 * np.eye(5)
+    mu1, mu2 = rng.standard_normal(5), rng.standard_normal(5)
+    # tr (C1 C2)^(1/2) = tr (C1^(1/2) C2 C1^(1/2))^(1/2), which eigh computes from symmetric matrices
+    w, v = np.linalg.eigh(c1)
+    r1 = v @ np.diag(np.sqrt(w)) @ v.T
+    tr_sqrt = np.sum(np.sqrt(np.linalg.eigvalsh(r1 @ c2 @ r1)))
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(c1) + np.trace(c2) - 2 * tr_sqrt
+    x, y = exact_samples(mu1, c1, 100, 3), exact_samples(mu2, c2, 100, 4)
+    assert frechet_distance(x, y) == pytest.approx(expected, rel=1e-8)
+
+
+def test_frechet_distance_survives_singular_covariances():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((10, 64))  # N < D: rank-deficient covariance
+    # sqrtm of a singular product is accurate to round-off relative to the traces (~128 here)
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-7 * 2 * np.trace(np.cov(x, rowvar=False)))
+    d = frechet_distance(x, rng.standard_normal((12, 64)) + 1.0)
+    assert np.isfinite(d) and d > 64 * 0.5  # the mean shift alone contributes 64
+
+
+def test_frechet_distance_regularises_when_sqrtm_fails(monkeypatch):
+    import scipy.linalg
+
+    real_sqrtm, calls = scipy.linalg.sqrtm, []
+
+    def sqrtm_failing_once(m):
+        calls.append(m)
+        return np.full_like(m, np.nan) if len(calls) == 1 else real_sqrtm(m)
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", sqrtm_failing_once)
+    rng = np.random.default_rng(9)
+    x, y = rng.standard_normal((6, 4)), rng.standard_normal((7, 4))
+    d = frechet_distance(x, y, eps=1e-3)
+    s1, s2 = np.cov(x, rowvar=False) + 1e-3 * np.eye(4), np.cov(y, rowvar=False) + 1e-3 * np.eye(4)
+    assert len(calls) == 2 and np.allclose(calls[1], s1 @ s2)
+    # the offset only enters the cross term, as in pytorch-fid
+    diff = x.mean(0) - y.mean(0)
+    expected = diff @ diff + np.trace(s1 - 1e-3 * np.eye(4)) + np.trace(s2 - 1e-3 * np.eye(4))
+    expected -= 2 * np.trace(np.real(real_sqrtm(s1 @ s2)))
+    assert d == pytest.approx(expected, rel=1e-10)
+
+
+def test_jedi_is_100_times_biased_mmd2_with_sklearn_polynomial_kernel():
+    rng = np.random.default_rng(6)
+    x, y = rng.standard_normal((30, 16)), 0.5 + 1.3 * rng.standard_normal((40, 16))
+
+    def k(a, b):
+        return sk_polynomial_kernel(a, b, degree=2, gamma=1.0 / 16, coef0=0)
+
+    expected = 100 * (k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean())
+    assert jedi(x, y) == pytest.approx(expected, rel=1e-10)
+    assert jedi(x, x) == pytest.approx(0.0, abs=1e-10)
+    assert jedi(x, y) > 1.0
+
+
+def test_bootstrap_ci_width_matches_standard_error_of_a_mean_difference():
+    rng = np.random.default_rng(7)
+    n = 400
+    real, gen = rng.standard_normal((n, 1)), 0.5 + rng.standard_normal((n, 1))
+
+    def mean_diff(a, b):
+        return float(b.mean() - a.mean())
+
+    lo, hi = bootstrap_ci(mean_diff, real, gen, n_boot=1000, seed=0)
+    assert lo < mean_diff(real, gen) < hi
+    assert hi - lo == pytest.approx(2 * 1.96 * np.sqrt(2 / n), rel=0.15)
+    assert bootstrap_ci(mean_diff, real, gen, n_boot=50, seed=3) == bootstrap_ci(
+        mean_diff, real, gen, n_boot=50, seed=3
+    )
+
+
+def test_score_reports_both_set_sizes():
+    rng = np.random.default_rng(8)
+    s = score(frechet_distance, rng.standard_normal((20, 3)), rng.standard_normal((25, 3)), n_boot=20)
+    assert (s.n_real, s.n_gen) == (20, 25)
+    assert "N=25 vs 20" in str(s)
+
+
+def test_metrics_reject_bad_features():
+    with pytest.raises(InputError, match="generated features: features hold NaN"):
+        frechet_distance(np.zeros((3, 2)), np.full((3, 2), np.nan))
+    with pytest.raises(InputError, match="feature dimensions differ"):
+        jedi(np.zeros((3, 2)), np.zeros((3, 4)))
+
+
+def test_unconfigured_feature_networks_say_which_key_to_set(tmp_path):
+    assert feature_extractor_from_config({}, "videomae") == "not configured (set metrics.videomae_checkpoint)"
+    assert feature_extractor_from_config({"metrics": {}}, "vjepa") == "not configured (set metrics.vjepa_checkpoint)"
+    assert feature_extractor_from_config({}, "i3d") == "not configured (set metrics.i3d_checkpoint)"
+    with pytest.raises(InputError, match="metrics.videomae_checkpoint: .*absent.pt does not exist"):
+        feature_extractor_from_config({"metrics": {"videomae_checkpoint": str(tmp_path / "absent.pt")}}, "videomae")
+
+
+class _MeanPerChannel(torch.nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(2, 3, 4))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*is deprecated:DeprecationWarning")
+def test_torchscript_feature_network_loads_from_config(tmp_path):
+    path = tmp_path / "videomae.pt"
+    torch.jit.script(_MeanPerChannel()).save(str(path))
+    extract = feature_extractor_from_config({"metrics": {"videomae_checkpoint": str(path)}}, "videomae")
+    vols = np.stack([np.full((8, 6, 6), 0.25), np.full((8, 6, 6), 1.0)])
+    assert np.allclose(extract(vols), [[-0.5] * 3, [1.0] * 3])  # [0, 1] -> [-1, 1]
+    junk = tmp_path / "junk.pt"
+    junk.write_text("no")
+    with pytest.raises(InputError, match="junk.pt is not a TorchScript/.pt2 file"):
+        feature_extractor_from_config({"metrics": {"vjepa_checkpoint": str(junk)}}, "vjepa")
+
+
+def test_exported_program_feature_network_loads_from_config(tmp_path):
+    path = tmp_path / "vjepa.pt2"
+    torch.export.save(torch.export.export(_MeanPerChannel(), (torch.zeros(2, 3, 16, 224, 224),)), str(path))
+    extract = feature_extractor_from_config({"metrics": {"vjepa_checkpoint": str(path), "batch_size": 2}}, "vjepa")
+    vols = np.stack([np.full((8, 6, 6), 0.0), np.full((8, 6, 6), 0.5)])
+    assert np.allclose(extract(vols), [[-1.0] * 3, [0.0] * 3])

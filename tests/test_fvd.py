@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.metrics.pairwise import polynomial_kernel as sk_polynomial_kernel
 
-from physdiff.errors import InputError
+from physdiff.errors import ConfigError, InputError
 from physdiff.metrics.fvd import (
     bootstrap_ci,
     feature_extractor_from_config,
@@ -13,6 +13,7 @@ from physdiff.metrics.fvd import (
     jedi,
     score,
 )
+from physdiff.metrics.table3 import load_volumes, table3_frame, write_table3
 
 
 def exact_samples(mean, cov, n, seed):
@@ -152,3 +153,49 @@ def test_exported_program_feature_network_loads_from_config(tmp_path):
     extract = feature_extractor_from_config({"metrics": {"vjepa_checkpoint": str(path), "batch_size": 2}}, "vjepa")
     vols = np.stack([np.full((8, 6, 6), 0.0), np.full((8, 6, 6), 0.5)])
     assert np.allclose(extract(vols), [[-1.0] * 3, [0.0] * 3])
+
+
+def _slice_means(volumes):
+    """Cheap stand-in feature network: the mean of each slice, (N, S)."""
+    return np.asarray(volumes).mean(axis=(2, 3))
+
+
+def test_table3_scores_each_setting_and_count_and_names_missing_networks(tmp_path):
+    rng = np.random.default_rng(10)
+    real = rng.uniform(size=(6, 4, 5, 5))
+    generated = {1: rng.uniform(size=(8, 4, 5, 5)), 2: 0.5 * rng.uniform(size=(8, 4, 5, 5))}
+    extractors = {"i3d": _slice_means, "videomae": "not configured (set metrics.videomae_checkpoint)",
+                  "vjepa": "not configured (set metrics.vjepa_checkpoint)"}
+    frame = table3_frame(real, generated, [4, 8], extractors, n_boot=20, seed=0)
+    assert len(frame) == 2 * 2 * 4
+    fvd = frame[(frame.metric == "FVD-i3D") & (frame.G == 2) & (frame["count"] == 8)].iloc[0]
+    assert fvd.value == pytest.approx(frechet_distance(_slice_means(real), _slice_means(generated[2])))
+    assert (fvd.n_real, fvd.n_gen) == (6, 8) and fvd.ci_lo <= fvd.ci_hi
+    # the darker G=2 set is further from the real one than the G=1 set
+    g1 = frame[(frame.metric == "FVD-i3D") & (frame.G == 1) & (frame["count"] == 8)].iloc[0]
+    assert fvd.value > g1.value
+    missing = frame[frame.metric == "FVD-VideoMAE"]
+    assert missing.value.isna().all() and (missing.status == extractors["videomae"]).all()
+    write_table3(frame, tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "t.tex")
+    md = (tmp_path / "t.md").read_text()
+    assert "| 2 partition models, slabs stacked | 8 | 6 |" in md
+    assert "not configured (set metrics.vjepa_checkpoint)" in md
+    assert r"not configured (set metrics.vjepa\_checkpoint)" in (tmp_path / "t.tex").read_text()
+
+
+def test_table3_refuses_counts_beyond_the_generated_volumes():
+    rng = np.random.default_rng(11)
+    real, gen = rng.uniform(size=(4, 3, 4, 4)), {1: rng.uniform(size=(5, 3, 4, 4))}
+    with pytest.raises(ConfigError, match="metrics.table3_counts: 6 volumes asked for, G=1 has 5"):
+        table3_frame(real, gen, [6], {"i3d": _slice_means}, n_boot=2)
+    with pytest.raises(InputError, match="generated G=1 volumes are"):
+        table3_frame(real, {1: rng.uniform(size=(5, 2, 4, 4))}, [2], {"i3d": _slice_means}, n_boot=2)
+
+
+def test_load_volumes_names_the_file(tmp_path):
+    path = tmp_path / "G1.npy"
+    np.save(path, np.zeros((3, 4)))
+    with pytest.raises(InputError, match=r"G1.npy: expected \(N, S, H, W\)"):
+        load_volumes(path)
+    with pytest.raises(InputError, match="absent.npy: cannot read"):
+        load_volumes(tmp_path / "absent.npy")

@@ -77,8 +77,8 @@ def main() -> None:
                       "projection": {"wavelet_thresh": args.thresh}}
             if len(val):
                 for name, grid in GRIDS.items():
-                    best, _ = choose_lambda(name, val, mask, grid, noise_std=args.noise_std)
-                    params[name] = {REGULARISATION_PARAM[name]: best}
+                    tuned = choose_lambda(name, val, mask, grid, noise_std=args.noise_std)
+                    params[name] = {REGULARISATION_PARAM[name]: tuned["best"]}
             ys = [simulate_kspace(v, mask, noise_std=args.noise_std, seed=i) for i, v in enumerate(test)]
             for name, fn in MRI_BASELINES.items():
                 fn(ys[0][:1], mask, **params[name])  # warm-up: sigpy compiles numba kernels on first use

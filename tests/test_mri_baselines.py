@@ -108,17 +108,33 @@ def test_support_covers_object_and_wavelet_shrink_is_orthonormal(volume):
     assert np.linalg.norm(wavelet_shrink(x, 0.5)) < np.linalg.norm(x)
 
 
-def test_choose_lambda_picks_a_grid_value_and_returns_the_table(volume):
-    grid = [1e-3, 3e-2, 3.0]  # 3.0 flattens every slice and must lose
-    best, table = choose_lambda("tv", [volume[:2], volume[1:]], row_mask("uniform"), grid, max_iter=50)
-    assert best in grid[:2]
-    assert [row["lam"] for row in table] == grid
-    assert best == max(table, key=lambda row: row["ssim_mean"])["lam"]
-    assert table[2]["ssim_mean"] < table[1]["ssim_mean"]
+def test_choose_lambda_returns_an_interior_choice_and_its_table(volume):
+    grid = [3e-2, 3.0]  # 3.0 flattens every slice and must lose
+    result = choose_lambda("tv", [volume[:2], volume[1:]], row_mask("uniform"), grid, max_iter=50, max_extend=4)
+    table = result["table"]
+    lams = [row["lam"] for row in table]
+    assert lams == sorted(lams) and set(grid) <= set(lams) and len(lams) > len(grid)
+    assert result["best"] == max(table, key=lambda row: row["ssim_mean"])["lam"]
+    assert not result["on_edge"] and lams[0] < result["best"] < lams[-1]
+    assert table[-1]["ssim_mean"] < max(row["ssim_mean"] for row in table)
     with pytest.raises(ConfigError, match="no regularisation weight"):
         choose_lambda("zero_filled", [volume], row_mask("uniform"), grid)
     with pytest.raises(ConfigError, match="empty"):
         choose_lambda("tv", [volume], row_mask("uniform"), [])
+
+
+@pytest.mark.parametrize("name", ["cs_l1_wavelet", "tv", "projection"])
+def test_explicit_default_start_equals_none_and_truth_start_helps(volume, name):
+    mask = row_mask("random")
+    y = simulate_kspace(volume, mask)
+    default = np.zeros(volume.shape, np.complex64) if name == "tv" else MRIForward(mask).A_adjoint(y)
+    params = dict(PARAMS[name], **({"max_iter": 5} if name != "projection" else {"n_iter": 5}))
+    fn = MRI_BASELINES[name]
+    np.testing.assert_allclose(fn(y, mask, x0=default, **params), fn(y, mask, **params), atol=1e-6)
+    from_truth = ssim_volume(fn(y, mask, x0=volume, **params), volume)
+    assert from_truth > ssim_volume(fn(y, mask, x0=np.zeros_like(volume), **params), volume)
+    with pytest.raises(InputError, match="x0"):
+        fn(y, mask, x0=volume[:1], **params)
 
 
 @pytest.mark.parametrize("name", list(MRI_BASELINES))

@@ -119,6 +119,19 @@ def mri_tuning_of(wildcards):
     return f"results/recon/mri/tuning/{wildcards.mask}/{wildcards.method}.json"
 
 
+def stem_tuning_samples(wildcards=None):
+    """Validation samples that tune the 4D-STEM baselines: the first of each crystal, n_val of them.
+
+    One per crystal, so that a handful of samples still covers several structures.
+    """
+    first = {}
+    for row in STEM_PLAN:
+        if row["split"] == "val" and row["source"] == "catalogue":
+            first.setdefault(row["name"], row)
+    rows = list(first.values())[: RECON["stem"]["tuning"]["n_val"]]
+    return [f"results/data/stem/val/{row['sample']}.npz" for row in rows]
+
+
 def baseline_metrics():
     """Every metrics row the baseline table gathers."""
     out = []

@@ -1,6 +1,7 @@
 # Classical baselines: one job per (dataset, sample, mask, method), each writing the
-# reconstruction and a one-row metrics table. MRI regularisation weights are chosen first on
-# the validation split.
+# reconstruction and a one-row metrics table. MRI regularisation weights, and the 4D-STEM
+# baselines' step sizes, sparsity weight and iteration counts, are chosen first on the
+# validation split.
 
 
 rule tune_mri_baseline:
@@ -17,6 +18,7 @@ rule tune_mri_baseline:
         method="cs_l1_wavelet|tv|projection",
     params:
         grid=lambda wc: config["recon"]["mri"]["grids"][wc.method],
+        max_extend=config["recon"]["mri"]["max_extend"],
         max_iter=lambda wc: config["recon"]["mri"]["max_iter"][wc.method],
         n_val=config["recon"]["mri"]["n_val"],
         wavelet=config["recon"]["mri"]["cs_wavelet"],
@@ -63,9 +65,38 @@ rule reconstruct_baseline_mri:
         "../scripts/reconstruct_baseline_mri.py"
 
 
+rule tune_stem_baseline:
+    input:
+        stem_tuning_samples,
+    output:
+        "results/recon/stem/tuning/{method}.json",
+    log:
+        "results/logs/recon/tune_stem_baseline/{method}.log",
+    benchmark:
+        "results/benchmarks/recon/tune_stem_baseline/{method}.tsv"
+    wildcard_constraints:
+        method="three_pie|torchslice|sparse_decomposition",
+    params:
+        settings=lambda wc: config["recon"]["stem"][wc.method],
+        grid=lambda wc: config["recon"]["stem"]["tuning"]["grids"][wc.method],
+        max_iter=lambda wc: config["recon"]["stem"]["tuning"]["max_iter"][wc.method],
+        max_extend=config["recon"]["stem"]["tuning"]["max_extend"],
+        refine=config["recon"]["stem"]["tuning"]["refine"],
+        loss=config["recon"]["stem"]["loss"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/tune_stem_baseline.py"
+
+
 rule reconstruct_baseline_stem:
     input:
-        "results/data/stem/{split}/{sample}.npz",
+        sample="results/data/stem/{split}/{sample}.npz",
+        tuning=rules.tune_stem_baseline.output,
     output:
         recon="results/recon/stem/{split}/{method}/{sample}.npy",
         metrics="results/recon/stem/{split}/{method}/{sample}.json",

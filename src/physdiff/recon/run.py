@@ -98,3 +98,66 @@ def reconstruct_stem(
         **{f"param_{k}": v for k, v in params.items()},
     }
     return potential, row
+
+
+# The scalar each 4D-STEM baseline's tuning searches over (its iteration count is chosen with it).
+STEM_TUNED_PARAM = {"three_pie": "step", "torchslice": "lr", "sparse_decomposition": "sparsity"}
+
+
+def _stem_kwargs(method: str, settings: dict[str, Any], value: float | None) -> dict[str, Any]:
+    """Keyword arguments of a STEM baseline with its tuned scalar set (3PIE's step sets both steps)."""
+    kwargs = {k: v for k, v in settings.items() if k != "step"}
+    if value is not None:
+        if method == "three_pie":
+            kwargs["step_object"] = kwargs["step_wave"] = float(value)
+        else:
+            kwargs[STEM_TUNED_PARAM[method]] = float(value)
+    return kwargs
+
+
+def tune_stem_baseline(samples: list[dict], *, method: str, grid: list[float], max_iter: int,
+                       settings: dict[str, Any] | None = None, loss: str = "amplitude", max_extend: int = 2,
+                       refine: int = 1, device: str | None = None) -> dict[str, Any]:
+    """Choose a 4D-STEM baseline's scalar (`STEM_TUNED_PARAM`) and iteration count on validation samples.
+
+    For each value `tune_scalar` tries, every sample is reconstructed once with `max_iter`
+    iterations, the phase-projection SSIM of each iterate is recorded by the callback, and the
+    iteration count with the best mean SSIM (`best_prefix`) gives that value's score: the count is
+    the early-stopping rule SPEC 10 asks for, chosen on validation data. Returns {"method",
+    "param", "value", "n_iter", "ssim_mean", "on_edge", "table": [{"value", "ssim_mean",
+    "n_iter"}]}.
+    """
+    from physdiff.recon.tuning import best_prefix, tune_scalar
+
+    settings = dict(settings or {})
+    runs = [(MultisliceGeometry.from_sample(s), np.asarray(s["potential"], np.float32), float(s["sigma"]),
+             s["intensities"]) for s in samples]
+    n_iter_of: dict[float, int] = {}
+
+    def score(value: float) -> float:
+        histories = []
+        for geometry, truth, sigma, intensities in runs:
+            history: list[float] = []
+            kwargs = _stem_kwargs(method, {**settings, "n_iter": max_iter}, value)
+            if method != "three_pie":
+                kwargs["form"] = loss
+            def record(iteration, potential, loss_value, history=history, truth=truth, sigma=sigma):
+                history.append(ssim_phase_projection(potential.detach().cpu().numpy(), truth, sigma))
+
+            STEM_BASELINES[method](intensities, geometry, device=device, progress=False, callback=record, **kwargs)
+            histories.append(history or [float("nan")])
+        n_iter_of[value], mean = best_prefix(histories)
+        return mean
+
+    result = tune_scalar(score, grid, max_extend=max_extend, refine=refine, name=f"{method} {STEM_TUNED_PARAM[method]}")
+    return {"method": method, "param": STEM_TUNED_PARAM[method], "value": result["best"],
+            "n_iter": n_iter_of[result["best"]], "ssim_mean": result["score"], "on_edge": result["on_edge"],
+            "table": [{"value": r["value"], "ssim_mean": r["score"], "n_iter": n_iter_of[r["value"]]}
+                      for r in result["table"]]}
+
+
+def stem_params(method: str, settings: dict[str, Any], tuned: dict | None) -> dict[str, Any]:
+    """Keyword arguments of a STEM baseline: config settings, overridden by the tuned value and count."""
+    if tuned is None:
+        return _stem_kwargs(method, settings, None)
+    return _stem_kwargs(method, {**settings, "n_iter": int(tuned["n_iter"])}, tuned["value"])

@@ -2,11 +2,13 @@
 
 All three are re-implementations written for this project, share one call style,
 
-    V, info = method(intensities, geometry, *, n_iter, ..., progress=True)
+    V, info = method(intensities, geometry, *, v0=None, n_iter, ..., progress=True)
 
-start from the naive guess V = 0 (transmission O_s = 1), and return the potential (S, H, W)
-in V·Å as a CPU float32 tensor plus info: method, iterations, final_loss, loss_history
-(SPEC Eq. 2, amplitude form unless stated, of each iterate, entry 0 = the start),
+start from ``v0``, a potential (S, H, W) in V·Å (default None: the naive guess V = 0,
+transmission O_s = 1; any volume, e.g. a prior sample, for a physics-only twin), and return
+the potential (S, H, W) in V·Å as a CPU float32 tensor plus info: method, iterations,
+final_loss, loss_history (SPEC Eq. 2, amplitude form unless stated, of the potential each
+iterate returns, entry 0 = the start),
 best_iteration, diverged, stop_rule. ``callback(iteration, V, loss)``, if given, sees each
 iterate (gauge applied), e.g. for logging. ``num_threads`` sets torch's CPU threads for the
 run (None leaves them): 3PIE defaults to 1 because its per-position ops on small grids are
@@ -34,8 +36,7 @@ from tqdm.auto import tqdm
 
 from physdiff.errors import InputError
 from physdiff.physics.multislice import MultisliceGeometry, MultisliceModel
-from physdiff.physics.stem_loss import (data_loss, loss_and_grad, loss_of_transmission,
-                                        physics_step)
+from physdiff.physics.stem_loss import data_loss, loss_and_grad, physics_step
 
 
 class _Tracker:
@@ -101,26 +102,35 @@ def _apply_gauge(potential: torch.Tensor, gauge: str) -> torch.Tensor:
     return potential - potential.flatten(1).min(dim=1).values[:, None, None]
 
 
-def _setup(intensities, geometry, model, device, dtype, gauge="min"):
+def _setup(intensities, geometry, model, device, dtype, gauge="min", v0=None):
     if gauge not in ("min", "none"):
         raise InputError(f"gauge must be 'min' or 'none', got {gauge!r}")
     if not isinstance(geometry, MultisliceGeometry):
         raise InputError(f"geometry must be a MultisliceGeometry, got {type(geometry).__name__}")
     model = model or MultisliceModel(geometry, device=device, dtype=dtype)
     measured = torch.as_tensor(np.asarray(intensities), dtype=model.real_dtype, device=model.device)
-    v0 = torch.zeros((geometry.n_slices, *geometry.gpts), dtype=model.real_dtype, device=model.device)
-    return model, measured, v0
+    shape = (geometry.n_slices, *geometry.gpts)
+    if v0 is None:
+        return model, measured, torch.zeros(shape, dtype=model.real_dtype, device=model.device)
+    start = torch.as_tensor(np.asarray(v0.detach().cpu() if torch.is_tensor(v0) else v0),
+                            dtype=model.real_dtype).to(model.device)
+    if tuple(start.shape) != shape:
+        raise InputError(f"initial potential v0 must have shape (S, H, W) = {shape}, got {tuple(start.shape)}")
+    if not bool(torch.isfinite(start).all()):
+        raise InputError("initial potential v0 holds NaN or inf values")
+    return model, measured, start
 
 
 @_with_threads
-def three_pie(intensities, geometry: MultisliceGeometry, *, n_iter: int = 20,
+def three_pie(intensities, geometry: MultisliceGeometry, *, v0=None, n_iter: int = 20,
               step_object: float = 1.0, step_wave: float = 1.0, seed: int = 0,
               divergence_factor: float = 10.0, model: MultisliceModel | None = None,
               device=None, dtype=torch.complex64, gauge: str = "min", callback=None,
               num_threads: int | None = 1, progress: bool = True):
     """3PIE, multislice ePIE (Maiden, Humphry & Rodenburg 2012), known probe; a re-implementation.
 
-    Works on the complex transmission functions O_s (start O_s = 1). Per position p, in a
+    Works on the complex transmission functions O_s (start O_s = exp(i sigma v0), 1 for
+    v0 = None). Per position p, in a
     seeded random order, the forward pass stores the wave psi_s entering each slice; the
     far field Psi = H_S F[O_S psi_S] gets the measured modulus sqrt(I_p) on the detector
     pixels (others kept); the exit-wave change chi_S = F^-1[conj(H_S) (Psi' - Psi)] then runs
@@ -131,9 +141,10 @@ def three_pie(intensities, geometry: MultisliceGeometry, *, n_iter: int = 20,
     After each sweep O is band-limited by the antialias aperture, as the forward model's
     transmission is. The returned potential is V_s = angle(O_s) / sigma (phases beyond
     +-pi wrap, far above a few-Å slice of these crystals). One iteration is one sweep; its
-    loss is Eq. (2) of the transmission iterate O itself.
+    loss is Eq. (2) of that returned potential, re-evaluated through the model (O itself
+    drifts off |O| = 1, which V cannot express, so O's own loss would flatter the result).
     """
-    model, measured, v0 = _setup(intensities, geometry, model, device, dtype, gauge)
+    model, measured, start = _setup(intensities, geometry, model, device, dtype, gauge, v0)
     s_count = geometry.n_slices
     kx, ky = geometry.detector_gpts
     # measured moduli placed on the full FFT grid; pixels off the detector stay free
@@ -145,8 +156,12 @@ def three_pie(intensities, geometry: MultisliceGeometry, *, n_iter: int = 20,
     amplitude[:, model.crop_x[:, None], model.crop_y[None, :]] = moduli
     positions = model.positions_tensor()
     rng = np.random.default_rng(seed)
-    obj = torch.ones((s_count, *geometry.gpts), dtype=model.dtype, device=model.device)
-    tracker = _Tracker("3pie", loss_of_transmission(model, obj, measured), obj, divergence_factor,
+    obj = torch.exp(1j * geometry.sigma * start.to(model.real_dtype)).to(model.dtype)
+
+    def potential_of(transmission):
+        return torch.angle(transmission) / geometry.sigma
+
+    tracker = _Tracker("3pie", data_loss(model, potential_of(obj), measured), obj, divergence_factor,
                        f"fixed sweeps n_iter={n_iter}; best loss iterate kept on divergence")
     last_h = model.propagators[-1]
     with torch.no_grad():
@@ -166,15 +181,15 @@ def three_pie(intensities, geometry: MultisliceGeometry, *, n_iter: int = 20,
                         wave_change = step_wave * o_old.conj() / (o_old.abs() ** 2).max() * chi
                         chi = model.propagate(wave_change, s - 1, adjoint=True)
             obj = torch.fft.ifft2(torch.fft.fft2(obj) * model.antialias)
-            if tracker.update(loss_of_transmission(model, obj, measured), obj, callback,
-                              _apply_gauge(torch.angle(obj) / geometry.sigma, gauge)):
+            if tracker.update(data_loss(model, potential_of(obj), measured), obj, callback,
+                              _apply_gauge(potential_of(obj), gauge)):
                 break
     best, info = tracker.result(obj, use_best=False)
-    return _apply_gauge(torch.angle(best) / geometry.sigma, gauge).float().cpu(), info
+    return _apply_gauge(potential_of(best), gauge).float().cpu(), info
 
 
 @_with_threads
-def torchslice(intensities, geometry: MultisliceGeometry, *, n_iter: int = 15, lr: float = 5.0,
+def torchslice(intensities, geometry: MultisliceGeometry, *, v0=None, n_iter: int = 30, lr: float = 20.0,
                form: str = "amplitude", batch_size: int = 16, divergence_factor: float = 10.0,
                model: MultisliceModel | None = None, device=None, dtype=torch.complex64,
                gauge: str = "min", callback=None, num_threads: int | None = None,
@@ -182,13 +197,16 @@ def torchslice(intensities, geometry: MultisliceGeometry, *, n_iter: int = 15, l
     """Torchslice-style reconstruction (after Diederichs et al. 2024), a re-implementation.
 
     Gradient descent by automatic differentiation through our torch multislice model, with
-    no prior: Adam (learning rate ``lr`` in V·Å per step) on V from V = 0, one full-batch
-    gradient of SPEC Eq. (2) per iteration. Stopping rule (recorded in info): a fixed
-    iteration count, default 30, because the phase-projection SSIM peaks after 10-50
-    iterations and then drifts while the loss keeps falling (SPEC 10); the last iterate is
+    no prior: Adam (learning rate ``lr`` in V·Å per step) on V from ``v0``, one full-batch
+    gradient of SPEC Eq. (2) per iteration. Adam moves a voxel by at most about ``lr`` per
+    step, so n_iter * lr must reach the true peaks (hundreds to thousands of V·Å): the
+    defaults, 30 iterations at 20 V·Å, allow 600. Stopping rule (recorded in info): a fixed
+    iteration count, default 30, because the phase-projection SSIM peaks early and then
+    drifts while the loss keeps falling (SPEC 10); the pipeline chooses the count and ``lr``
+    on validation samples (`physdiff.recon.run.tune_stem_baseline`). The last iterate is
     returned unless the run diverged.
     """
-    model, measured, v = _setup(intensities, geometry, model, device, dtype, gauge)
+    model, measured, v = _setup(intensities, geometry, model, device, dtype, gauge, v0)
     v = v.clone().requires_grad_(True)
     optimiser = torch.optim.Adam([v], lr=lr)
     tracker = _Tracker("torchslice", data_loss(model, v.detach(), measured, form=form), v,
@@ -205,8 +223,8 @@ def torchslice(intensities, geometry: MultisliceGeometry, *, n_iter: int = 15, l
 
 
 @_with_threads
-def sparse_decomposition(intensities, geometry: MultisliceGeometry, *, n_iter: int = 10,
-                         sparsity: float = 0.0, positivity: bool = True, layerwise: bool = True,
+def sparse_decomposition(intensities, geometry: MultisliceGeometry, *, v0=None, n_iter: int = 10,
+                         sparsity: float = 1e-6, positivity: bool = True, layerwise: bool = True,
                          eta: float | None = None, line_search: bool = True,
                          form: str = "amplitude", batch_size: int = 16,
                          divergence_factor: float = 10.0, model: MultisliceModel | None = None,
@@ -217,12 +235,13 @@ def sparse_decomposition(intensities, geometry: MultisliceGeometry, *, n_iter: i
 
     Layer-wise proximal gradient: in each iteration the slices are updated one after the
     other, each by one physics step of SPEC Eq. (5) restricted to that slice,
-    V_s <- prox(V_s - eta_s dL/dV_s), with soft thresholding (lam = ``sparsity``) and
+    V_s <- prox(V_s - eta_s dL/dV_s), with soft thresholding (lam = ``sparsity``, in units
+    of the loss per V·Å, > 0: with 0 it would be plain projected gradient descent) and
     positivity; eta_s comes from the backtracking line search of ``physics_step``, started
     at the secant Lipschitz estimate and then at twice the last accepted value. With
-    ``layerwise=False`` the whole volume takes one step per iteration. Starts at V = 0.
+    ``layerwise=False`` the whole volume takes one step per iteration. Starts at ``v0``.
     """
-    model, measured, v = _setup(intensities, geometry, model, device, dtype, gauge)
+    model, measured, v = _setup(intensities, geometry, model, device, dtype, gauge, v0)
     tracker = _Tracker("sparse_decomposition", data_loss(model, v, measured, form=form), v,
                        divergence_factor, f"fixed iteration count n_iter={n_iter}")
     blocks = list(range(geometry.n_slices)) if layerwise else [None]

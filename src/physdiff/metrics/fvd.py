@@ -81,19 +81,28 @@ def bootstrap_ci(
     n_boot: int = 200,
     seed: int = 0,
     level: float = 0.95,
+    bias_correct: bool = True,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of metric_fn(real, gen), resampling both sets with replacement."""
+    """Bootstrap interval of metric_fn(real, gen), resampling both sets with replacement.
+
+    Resampling with replacement duplicates samples, and duplicates inflate plug-in FD and
+    biased MMD (fewer distinct points, heavier k(x, x) terms): measured on Gaussian features the
+    whole percentile interval sat above the estimate even at N = 200. With `bias_correct` the
+    percentiles are shifted by the bootstrap's bias estimate, mean(boot) - metric(real, gen), so
+    the interval describes the spread around the estimate; without it, plain percentiles.
+    """
     real, gen = np.asarray(real), np.asarray(gen)
     if n_boot < 2:
         raise ConfigError(f"bootstrap_ci: n_boot must be at least 2, got {n_boot}")
     rng = np.random.default_rng(seed)
-    stats = [
+    stats = np.array([
         metric_fn(real[rng.integers(0, len(real), len(real))], gen[rng.integers(0, len(gen), len(gen))])
         for _ in range(n_boot)
-    ]
+    ])
     tail = 100.0 * (1.0 - level) / 2.0
     lo, hi = np.percentile(stats, [tail, 100.0 - tail])
-    return float(lo), float(hi)
+    bias = stats.mean() - metric_fn(real, gen) if bias_correct else 0.0
+    return float(lo - bias), float(hi - bias)
 
 
 @dataclass(frozen=True)
@@ -111,7 +120,7 @@ class Score:
 
 
 def score(metric_fn, real, gen, n_boot: int = 200, seed: int = 0) -> Score:
-    """metric_fn(real, gen) with its 95 % bootstrap interval and both N."""
+    """metric_fn(real, gen) with its 95 % bias-corrected bootstrap interval and both N."""
     lo, hi = bootstrap_ci(metric_fn, real, gen, n_boot, seed)
     return Score(metric_fn(real, gen), lo, hi, len(real), len(gen))
 

@@ -13,7 +13,6 @@ logits). `features="pool"` gives the 1024-d pooled features before the logits in
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
 import pickle
@@ -324,3 +323,21 @@ def i3d_features(model: I3D, volumes, batch_size: int = 8, *, features: str = "l
         feats = model(clips) if features == "logits" else model.pooled(clips)
         out.append(feats.double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 400 if features == "logits" else 1024))
+
+
+def main(argv=None) -> int:
+    """`python -m physdiff.metrics.i3d DEST_DIR`: fetch the checkpoint into DEST_DIR, print its path."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m physdiff.metrics.i3d DEST_DIR", file=sys.stderr)
+        return 2
+    try:
+        print(fetch_i3d_weights(args[0]))
+    except InputError as exc:
+        print(f"fetch_i3d failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,7 +8,7 @@ slabs are stacked) and each count n of generated volumes, the first n volumes of
   uses V-JEPA features;
 - FVD-VideoMAE and JEDi (V-JEPA): only where a feature network is configured, else the cell
   says which key to set.
-Every value carries its 95 % bootstrap interval and both N.
+Every value carries its 95 % bias-corrected bootstrap interval (see fvd.bootstrap_ci) and both N.
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ def table3_markdown(frame: pd.DataFrame) -> str:
         lines.append("| " + " | ".join([r.setting, str(r.n_gen), str(r.n_real)] + list(r[4:])) + " |")
     return (
         "# Table 3: generated vs held-out real volumes (lower is better)\n\n"
-        "Cells: value [95 % bootstrap CI]. JEDi (I3D features) is JEDi's MMD on I3D logits, not on "
-        "V-JEPA features.\n\n" + "\n".join(lines) + "\n"
+        "Cells: value [95 % bootstrap CI, bias-corrected]. JEDi (I3D features) is JEDi's MMD on "
+        "I3D logits, not on V-JEPA features.\n\n" + "\n".join(lines) + "\n"
     )
 
 
@@ -151,8 +151,11 @@ def run_table3(cfg: dict, real_path, generated_paths: Mapping[int, str], i3d_che
     counts = [int(c) for c in metrics.get("table3_counts", [])]
     if not counts or min(counts) < 2:
         raise ConfigError(f"metrics.table3_counts: need counts of at least 2 volumes, got {counts}")
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     extractors = {
-        net: feature_extractor_from_config(cfg, net, default_i3d=i3d_checkpoint)
+        net: feature_extractor_from_config(cfg, net, default_i3d=i3d_checkpoint, device=device)
         for net in ("i3d", "videomae", "vjepa")
     }
     frame = table3_frame(

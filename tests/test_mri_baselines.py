@@ -1,5 +1,9 @@
 """Classical MRI baselines (SPEC 6) on a small synthetic phantom at R = 4, and sigpy's conventions."""
 
+import shutil
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import sigpy as sp
@@ -151,3 +155,19 @@ def test_bad_inputs_raise_input_error(volume, name):
         MRI_BASELINES[name](y, np.stack([mask] * (N_SLICES + 1)), **PARAMS[name])
     with pytest.raises(InputError, match=r"expected shape \(S, H, W\)"):
         MRI_BASELINES[name](y[0], mask, **PARAMS[name])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("bart") is None, reason="the bart CLI is not installed (apt-get install bart)")
+def test_cs_l1_wavelet_is_within_reach_of_bart_pics(volume):
+    # BART's `pics -l1` (Daubechies, random cycle spinning) is the standard implementation of
+    # CS-MRI; ours, at its best lambda on a small grid, must not trail BART's best by more than 0.01.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from cs_vs_bart import bart_pics_l1
+
+    mask = row_mask("random")
+    y = simulate_kspace(volume, mask)
+    grid = [1e-3, 3e-3, 1e-2]
+    ours = max(ssim_volume(cs_l1_wavelet(y, mask, lam=lam), volume) for lam in grid)
+    bart = max(ssim_volume(bart_pics_l1(y, lam), volume) for lam in grid)
+    assert ours > bart - 0.01, (ours, bart)

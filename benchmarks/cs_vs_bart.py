@@ -1,0 +1,108 @@
+"""Our CS L1-wavelet baseline against BART's `pics -l1`, both tuned on the same validation volumes.
+
+    python benchmarks/cs_vs_bart.py [--data results/data/mri/brats] [--masks gaussian random] [--accel 4]
+
+Each method's lambda is chosen by mean SSIM on val.npy (`physdiff.recon.tuning.tune_scalar`,
+extended past grid edges); the script prints the test SSIMs (test.npy) of both. Without
+pipeline data it falls back on synthetic blob volumes. Needs the `bart` CLI (apt-get install bart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from physdiff.data.masks import make_mask
+from physdiff.data.phantoms import blob_volume
+from physdiff.metrics.ssim import ssim_volume
+from physdiff.physics.mri import simulate_kspace
+from physdiff.recon.mri_baselines import cs_l1_wavelet
+from physdiff.recon.tuning import tune_scalar
+
+
+def write_cfl(stem: str | Path, array: np.ndarray) -> None:
+    """Write BART's format: a .hdr with the dimensions, a .cfl of complex64 in column-major order."""
+    array = np.asarray(array, np.complex64)
+    with open(f"{stem}.hdr", "w") as f:
+        f.write("# Dimensions\n" + " ".join(str(n) for n in array.shape) + "\n")
+    array.ravel(order="F").tofile(f"{stem}.cfl")
+
+
+def read_cfl(stem: str | Path) -> np.ndarray:
+    """Read a BART .hdr/.cfl pair into a complex64 array."""
+    with open(f"{stem}.hdr") as f:
+        dims = [int(n) for n in f.read().splitlines()[1].split()]
+    while len(dims) > 1 and dims[-1] == 1:
+        dims.pop()
+    return np.fromfile(f"{stem}.cfl", np.complex64).reshape(dims, order="F")
+
+
+def bart_pics_l1(y: np.ndarray, lam: float, *, n_iter: int = 100, bart: str = "bart") -> np.ndarray:
+    """`bart pics -l1 -r lam` slice by slice on centred k-space y (S, H, W), one coil of ones; |x| (S, H, W).
+
+    BART's centred unitary FFT matches ours (tests/test_mri_baselines.py checks it on a phantom);
+    `-S` rescales the result back to the input's intensity so SSIM compares like with like.
+    """
+    out = np.empty(y.shape, np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_cfl(f"{tmp}/sens", np.ones((*y.shape[1:], 1, 1), np.complex64))
+        for s in range(y.shape[0]):
+            write_cfl(f"{tmp}/k", y[s][:, :, None, None])
+            subprocess.run([bart, "pics", "-S", "-l1", "-r", str(lam), "-i", str(n_iter), f"{tmp}/k", f"{tmp}/sens",
+                            f"{tmp}/x"], check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            out[s] = np.abs(read_cfl(f"{tmp}/x")).reshape(y.shape[1:])
+    return out
+
+
+def mean_ssim(recon, volumes, ys) -> float:
+    return float(np.mean([ssim_volume(recon(y), v) for y, v in zip(ys, volumes)]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="results/data/mri/brats", help="folder with val.npy and test.npy")
+    parser.add_argument("--masks", nargs="+", default=["gaussian", "random"])
+    parser.add_argument("--accel", type=int, default=4)
+    parser.add_argument("--n-val", type=int, default=4)
+    parser.add_argument("--n-test", type=int, default=8)
+    parser.add_argument("--wavelet", default="db4")
+    parser.add_argument("--iters", type=int, default=100)
+    args = parser.parse_args()
+    if shutil.which("bart") is None:
+        raise SystemExit("the bart CLI is not on PATH (apt-get install bart)")
+    data = Path(args.data)
+    if (data / "val.npy").exists() and (data / "test.npy").exists():
+        val, test = (np.load(data / f"{s}.npy")[:n].astype(np.float32) for s, n in (("val", args.n_val), ("test", args.n_test)))
+    else:
+        print(f"no {data}/val.npy, test.npy: synthetic blob volumes instead")
+        val = np.stack([blob_volume(seed=100 + i) for i in range(args.n_val)])
+        test = np.stack([blob_volume(seed=200 + i) for i in range(args.n_test)])
+    size = test.shape[-1]
+    print(f"val {val.shape}, test {test.shape}; ours: {args.wavelet}, {args.iters} iterations, random cycle spinning")
+    for kind in args.masks:
+        mask = make_mask(kind, shape=(size, size), acceleration=args.accel, center_fraction=0.08 if args.accel == 4 else 0.04,
+                         seed=0)
+        yv = [simulate_kspace(v, mask, seed=i) for i, v in enumerate(val)]
+        yt = [simulate_kspace(v, mask, seed=100 + i) for i, v in enumerate(test)]
+
+        def ours(lam):
+            return lambda y: cs_l1_wavelet(y, mask, lam=lam, max_iter=args.iters, wave_name=args.wavelet)
+
+        def bart(lam):
+            return lambda y: bart_pics_l1(y, lam, n_iter=args.iters)
+
+        for name, make in (("ours", ours), ("bart", bart)):
+            tuned = tune_scalar(lambda lam: mean_ssim(make(lam), val, yv), [0.001, 0.003, 0.01, 0.03], name=f"{name} lambda")
+            scores = [ssim_volume(make(tuned["best"])(y), v) for y, v in zip(yt, test)]
+            print(f"{kind}_R{args.accel} {name:5} lambda={tuned['best']:.4g} (val {tuned['score']:.4f}, on_edge "
+                  f"{tuned['on_edge']}) test SSIM {np.mean(scores):.4f} ± {np.std(scores):.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,21 +8,6 @@ localrules:
     fetch_i3d,
 
 
-def metrics_cfg():
-    """The `metrics:` section, empty where the config has none."""
-    return config.get("metrics") or {}
-
-
-def i3d_checkpoint(wildcards=None):
-    """The user's I3D checkpoint if configured, else the one fetch_i3d downloads."""
-    return metrics_cfg().get("i3d_checkpoint") or rules.fetch_i3d.output.ckpt
-
-
-def table3_generated(wildcards=None):
-    """One set of generated MRI volumes per partition count G in prior.partitions.mri."""
-    return expand("results/generated/mri/G{G}.npy", G=config["prior"]["partitions"]["mri"])
-
-
 rule fetch_i3d:
     output:
         ckpt="resources/i3d/i3d-kinetics-400.ckpt",
@@ -41,8 +26,10 @@ rule fetch_i3d:
 rule table3:
     input:
         real=rules.prepare_mri.output.test,
-        generated=table3_generated,
-        i3d=i3d_checkpoint,
+        # one set of generated MRI volumes per partition count G
+        generated=expand("results/generated/mri/G{G}.npy", G=config["prior"]["partitions"]["mri"]),
+        # the user's checkpoint if configured, else the one fetch_i3d downloads
+        i3d=lambda wc: (config.get("metrics") or {}).get("i3d_checkpoint") or rules.fetch_i3d.output.ckpt,
     output:
         csv=report("results/tables/table3.csv", category="Tables"),
         md="results/tables/table3.md",
@@ -53,7 +40,7 @@ rule table3:
         "results/benchmarks/metrics/table3.tsv"
     params:
         partitions=config["prior"]["partitions"]["mri"],
-        metrics=metrics_cfg(),
+        metrics=config.get("metrics") or {},
         seed=config["seed"],
     threads: 2
     resources:

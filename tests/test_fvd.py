@@ -113,8 +113,8 @@ def test_bootstrap_ci_is_corrected_for_the_resampling_bias(metric):
     rng = np.random.default_rng(12)
     x, y = rng.standard_normal((50, 64)) + 1, 1.1 * rng.standard_normal((50, 64)) + 1.1
     value = metric(x, y)
-    plain_lo, _ = bootstrap_ci(metric, x, y, n_boot=100, seed=0, bias_correct=False)
-    lo, hi = bootstrap_ci(metric, x, y, n_boot=100, seed=0)
+    plain_lo, _ = bootstrap_ci(metric, x, y, n_boot=40, seed=0, bias_correct=False)
+    lo, hi = bootstrap_ci(metric, x, y, n_boot=40, seed=0)
     assert plain_lo > value
     assert lo < value < hi
 

@@ -139,3 +139,33 @@ def test_loss_curve_files(tmp_path):
     rows = np.loadtxt(tmp_path / "loss.csv", delimiter=",", skiprows=1)
     assert rows.shape == (3, 2) and rows[2, 1] == 0.5
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_validation_loss_uses_the_ema_weights_and_the_validation_data():
+    from physdiff.models.train import validation_loss
+
+    data, val = _blobs(8), _blobs(4, seed=3)
+    res = train_prior(data, model_cfg=TINY, steps=4, batch_size=2, progress=False, val_data=val, val_every=2,
+                      warmup_steps=1, lr=1e-3, ema_decay=0.9)
+    assert [int(r[0]) for r in res.val_history] == [2, 4]
+    last = res.val_history[-1]
+    np.testing.assert_allclose(last[2:], validation_loss(res.ema_model, val), rtol=1e-6)
+    assert np.isclose(last[1], np.mean(last[2:]))
+    # Perturbing the online weights leaves the number unchanged; other data or EMA weights change it.
+    with torch.no_grad():
+        for p in res.model.parameters():
+            p.add_(1.0)
+    np.testing.assert_allclose(validation_loss(res.ema_model, val), last[2:], rtol=1e-6)
+    assert not np.allclose(validation_loss(res.ema_model, _blobs(4, seed=9)), last[2:])
+    with torch.no_grad():
+        next(res.ema_model.parameters()).add_(0.5)
+    assert not np.allclose(validation_loss(res.ema_model, val), last[2:])
+
+
+def test_loss_curve_has_validation_columns(tmp_path):
+    write_loss_curve([(1, 0.8), (2, 0.6), (3, 0.5)], tmp_path / "loss.csv", tmp_path / "loss.png",
+                     val_history=[(2, 0.7, 0.6, 0.8), (3, 0.65, 0.6, 0.7)], val_timesteps=(50, 800))
+    lines = (tmp_path / "loss.csv").read_text().splitlines()
+    assert lines[0] == "step,loss,val_loss,val_t50,val_t800"
+    rows = np.genfromtxt(tmp_path / "loss.csv", delimiter=",", skip_header=1)
+    assert np.isnan(rows[0, 2]) and rows[1, 2] == 0.7 and rows[2, 4] == 0.7

@@ -68,3 +68,17 @@ def test_rotary_scores_depend_only_on_slice_offset():
         assert torch.allclose(diag, diag[0].expand_as(diag), atol=1e-5)
     assert not torch.allclose(torch.diagonal(scores, 0)[0], torch.diagonal(scores, 1)[0])
     assert torch.allclose(rotary(q).norm(dim=-1), q.norm(dim=-1), atol=1e-5)  # a rotation
+
+
+def test_unused_attention_is_not_built_when_the_image_size_is_known():
+    cfg = {**TINY, "attn_resolutions": (8,), "temporal_attn_resolutions": (8,)}
+    lazy, exact = build_unet(cfg), build_unet({**cfg, "image_size": 16})
+    names = set(exact.state_dict())
+    assert not any(n.startswith(("down.0.spatial", "down.0.temporal", "up.1.spatial")) for n in names)
+    assert any(n.startswith("down.1.spatial") for n in names) and set(lazy.state_dict()) > names
+    # The same weights give the same function: the extra modules of the lazy model never run.
+    exact.load_state_dict({k: v for k, v in lazy.state_dict().items() if k in names})
+    x, t = torch.randn(1, 1, 3, 16, 16), torch.tensor([10])
+    torch.testing.assert_close(exact(x, t), lazy(x, t))
+    with pytest.raises(ConfigError, match="image_size=16"):
+        exact(torch.randn(1, 1, 3, 8, 8), t)

@@ -158,6 +158,11 @@ def prior_training_data(wildcards):
     return rules.prepare_mri.output.train if wildcards.modality == "mri" else rules.prior_data_stem.output.volumes
 
 
+def prior_validation_data(wildcards):
+    """Validation volumes in the prior's [0, 1], for the validation loss of train_prior."""
+    return rules.prepare_mri.output.val if wildcards.modality == "mri" else rules.prior_data_stem.output.val
+
+
 def partition_models(wildcards):
     return expand(
         "results/prior/{modality}/G{G}/g{g}/model.pt", modality=wildcards.modality, G=wildcards.G, g=range(int(wildcards.G))

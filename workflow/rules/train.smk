@@ -4,14 +4,19 @@
 
 rule prior_data_stem:
     input:
-        stem_sample_outputs("train"),
+        train=stem_sample_outputs("train"),
+        val=stem_sample_outputs("val"),
     output:
         volumes="results/prior/stem/train.npy",
+        val="results/prior/stem/val.npy",
+        # The PowerTransform (scale_V_A, gamma) between V·Å and the prior's [0, 1].
         scale="results/prior/stem/scale.json",
     log:
         "results/logs/prior/prior_data_stem.log",
     benchmark:
         "results/benchmarks/prior/prior_data_stem.tsv"
+    params:
+        transform=config["prior"]["stem_transform"],
     threads: 1
     resources:
         mem_mb=4000,
@@ -24,7 +29,8 @@ rule prior_data_stem:
 
 rule train_prior:
     input:
-        prior_training_data,
+        data=prior_training_data,
+        val=prior_validation_data,
     output:
         model="results/prior/{modality}/G{G}/g{g}/model.pt",
         loss_csv="results/prior/{modality}/G{G}/g{g}/loss.csv",

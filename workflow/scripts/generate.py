@@ -1,4 +1,8 @@
-"""Sample N unconditional volumes from the G partition models, slabs stacked in order."""
+"""Sample N unconditional volumes from the G partition models, slabs stacked in order.
+
+The volumes stay in the prior's [0, 1]; for 4D-STEM, results/prior/stem/scale.json
+(`physdiff.data.transforms.load_transform`) decodes them to V·Å.
+"""
 
 import torch
 

@@ -4,7 +4,9 @@ import hashlib
 import json
 
 import numpy as np
+import torch
 
+from physdiff.errors import InputError
 from physdiff.models.plots import write_loss_curve
 from physdiff.models.sampling import partition_bounds
 from physdiff.models.train import save_model, train_prior
@@ -20,13 +22,21 @@ def checkpoint_path(smk) -> str:
 
 
 def main(smk):
+    # One intra-op thread per declared Snakemake thread: torch's default (every core) made
+    # two training jobs on two cores oversubscribe each other.
+    torch.set_num_threads(max(int(smk.threads), 1))
     G, g = int(smk.wildcards.G), int(smk.wildcards.g)
-    volumes = np.load(smk.input[0])
+    volumes, val = np.load(smk.input.data), np.load(smk.input.val)
+    if val.shape[1:] != volumes.shape[1:]:
+        raise InputError(f"{smk.input.val}: validation volumes {val.shape[1:]} differ from the training "
+                         f"volumes {volumes.shape[1:]} of {smk.input.data}")
     lo, hi = partition_bounds(volumes.shape[1], G)[g]
     tr = smk.params.train
     log.info("partition %d of %d: slices [%d, %d) of %d training volumes %s", g, G, lo, hi, len(volumes), volumes.shape[1:])
     result = train_prior(
-        volumes[:, lo:hi], model_cfg=smk.params.model, steps=tr["steps"], batch_size=tr["batch_size"],
+        volumes[:, lo:hi], model_cfg={**smk.params.model, "image_size": int(volumes.shape[-2])},
+        steps=tr["steps"], batch_size=tr["batch_size"], channels_last=tr["channels_last"],
+        val_data=val[:, lo:hi], val_every=tr["val_every"],
         lr=tr["lr"], grad_accum=tr["grad_accum"], ema_decay=tr["ema_decay"], ema_update_every=tr["ema_update_every"],
         warmup_steps=tr["warmup_steps"],
         augment_flips=tr["augment_flips"], checkpoint_path=checkpoint_path(smk),
@@ -38,8 +48,11 @@ def main(smk):
     log.info("trained %d steps in %.0f s (%.2f s/step this run); mean loss of the last 50 steps %.4f",
              result.step, result.seconds, result.seconds / max(result.step - result.resumed_from, 1), np.mean(last))
     save_model(smk.output.model, result)
+    if result.val_history:
+        log.info("validation eps L1 of the EMA model: %s", ", ".join(f"step {int(r[0])}: {r[1]:.4f}" for r in result.val_history))
     write_loss_curve(result.loss_history, smk.output.loss_csv, smk.output.loss_png,
-                     title=f"{smk.wildcards.modality} prior, partition {g} of G={G}")
+                     title=f"{smk.wildcards.modality} prior, partition {g} of G={G}",
+                     val_history=result.val_history, val_timesteps=result.val_timesteps)
 
 
 run_step(snakemake, main)  # noqa: F821

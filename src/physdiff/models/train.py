@@ -31,6 +31,7 @@ from physdiff.models.unet import DEFAULT_CONFIG, build_unet
 
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 60.0  # progress lines for log files, where a progress bar does not reach
+VAL_TIMESTEPS = (50, 200, 500, 800)
 
 
 @dataclass
@@ -43,6 +44,8 @@ class TrainResult:
     data_fingerprint: str
     step: int
     loss_history: list = field(default_factory=list)
+    val_history: list = field(default_factory=list)  # (step, mean, per-t errors...) rows
+    val_timesteps: tuple = VAL_TIMESTEPS
     seconds: float = 0.0
     resumed_from: int = 0
 
@@ -91,24 +94,63 @@ def _load_weights(module: nn.Module, state: dict, path: Path, key: str) -> None:
     module.load_state_dict(state)
 
 
+def _check_slabs(data: np.ndarray, what: str) -> np.ndarray:
+    data = np.asarray(data)
+    if data.ndim != 4 or not np.issubdtype(data.dtype, np.floating):
+        raise InputError(f"{what} must be a float array (N, S_g, H, W), got {data.dtype} {data.shape}")
+    if not np.isfinite(data).all() or data.min() < -1e-6 or data.max() > 1 + 1e-6:
+        raise InputError(f"{what} must be finite and scaled to [0, 1] "
+                         f"(range {np.nanmin(data):.3g}..{np.nanmax(data):.3g})")
+    return data
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, val: np.ndarray | torch.Tensor, *, timesteps=VAL_TIMESTEPS, seed: int = 0,
+                    batch_size: int = 8, diffusion: GaussianDiffusion | None = None) -> list[float]:
+    """Mean L1 eps error of `model` on slabs `val` (N, S_g, H, W) in [0, 1], one value per t.
+
+    The noise is drawn from a generator seeded by `seed`, the same for every call, so values
+    at different training steps differ only through the weights.
+    """
+    diffusion = diffusion or GaussianDiffusion()
+    dev = next(model.parameters()).device
+    x_all = to_network(torch.as_tensor(np.asarray(val, np.float32))).unsqueeze(1)  # (N, 1, S_g, H, W)
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn((len(timesteps), *x_all.shape), generator=gen)
+    was_training = model.training
+    model.eval()
+    errors = []
+    for k, t in enumerate(timesteps):
+        total = 0.0
+        for i in range(0, len(x_all), batch_size):
+            x0, z = x_all[i:i + batch_size].to(dev), noise[k, i:i + batch_size].to(dev)
+            tt = torch.full((len(x0),), int(t), device=dev, dtype=torch.long)
+            total += (model(diffusion.q_sample(x0, tt, z), tt).float() - z).abs().mean(dim=(1, 2, 3, 4)).sum().item()
+        errors.append(total / len(x_all))
+    model.train(was_training)
+    return errors
+
+
 def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: int = 4, lr: float = 1e-4,
                 grad_accum: int = 2, ema_decay: float = 0.995, ema_update_every: int = 1,
                 warmup_steps: int = 100, augment_flips: bool = True, channels_last: bool = False,
                 checkpoint_path: str | os.PathLike | None = None, checkpoint_every_s: float = 300.0,
-                seed: int = 0, device: str | None = None, progress: bool = True, log_every: int = 10) -> TrainResult:
+                seed: int = 0, device: str | None = None, progress: bool = True, log_every: int = 10,
+                val_data: np.ndarray | None = None, val_every: int = 200, val_timesteps=VAL_TIMESTEPS,
+                val_max_slabs: int = 16) -> TrainResult:
     """Train an eps-prediction prior on slabs `data` (N, S_g, H, W), float32 in [0, 1].
 
     One step = `grad_accum` micro-batches of `batch_size`, then Adam with lr * min(1, step /
     warmup_steps). `augment_flips` mirrors slabs along W at random. If `checkpoint_path`
     exists the run resumes from it (same config and data required, else ConfigError); it is
-    rewritten atomically every `checkpoint_every_s` seconds and at the end.
+    rewritten atomically every `checkpoint_every_s` seconds and at the end. With `val_data`
+    (N_val, S_g, H, W) in [0, 1], `validation_loss` of the EMA model on its first
+    `val_max_slabs` slabs is recorded every `val_every` steps and at the end.
     """
-    data = np.asarray(data)
-    if data.ndim != 4 or not np.issubdtype(data.dtype, np.floating):
-        raise InputError(f"training data must be a float array (N, S_g, H, W), got {data.dtype} {data.shape}")
-    if not np.isfinite(data).all() or data.min() < -1e-6 or data.max() > 1 + 1e-6:
-        raise InputError("training data must be finite and scaled to [0, 1] "
-                         f"(range {np.nanmin(data):.3g}..{np.nanmax(data):.3g})")
+    data = _check_slabs(data, "training data")
+    val = None if val_data is None else _check_slabs(val_data, "validation data")[:max(val_max_slabs, 1)]
+    if val is not None and val.shape[1:] != data.shape[1:]:
+        raise InputError(f"validation slabs {val.shape[1:]} differ in shape from the training slabs {data.shape[1:]}")
     if steps < 0 or batch_size < 1 or grad_accum < 1:
         raise ConfigError(f"steps ({steps}) >= 0, batch_size ({batch_size}) >= 1, grad_accum ({grad_accum}) >= 1 required")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -127,7 +169,7 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                   include_online_model=False)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         gen = torch.Generator().manual_seed(seed)
-        step, history, resumed_from = 0, [], 0
+        step, history, val_history, resumed_from = 0, [], [], 0
         if checkpoint_path is not None and Path(checkpoint_path).exists():
             ckpt = load_checkpoint(checkpoint_path, map_location=dev)
             if _plain(ckpt.get("config")) != config:
@@ -144,6 +186,7 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
             if dev.type == "cuda" and "cuda" in ckpt["rng"]:
                 torch.cuda.set_rng_state(ckpt["rng"]["cuda"], dev)
             step, history = int(ckpt["step"]), [tuple(h) for h in ckpt["loss_history"]]
+            val_history = [tuple(h) for h in ckpt.get("val_history", [])]
             resumed_from = step
 
         def save_checkpoint() -> None:
@@ -152,7 +195,7 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                 rng["cuda"] = torch.cuda.get_rng_state(dev)
             state = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                      "step": step, "config": config, "data_fingerprint": fingerprint, "rng": rng,
-                     "loss_history": history}
+                     "loss_history": history, "val_history": val_history}
             with atomic_path(checkpoint_path) as tmp:
                 torch.save(state, tmp)
 
@@ -161,6 +204,15 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
         model.train()
         start = last_save = last_log = time.monotonic()
         bar = tqdm(total=steps, initial=min(step, steps), desc="train prior", disable=not progress)
+
+        def validate() -> None:
+            if val is None or (val_history and val_history[-1][0] == step):
+                return
+            errors = validation_loss(ema.ema_model, val, timesteps=val_timesteps, seed=seed)
+            val_history.append((step, float(np.mean(errors)), *errors))
+            log.info("step %d  validation eps L1 (EMA) %.4f  [%s]", step, np.mean(errors),
+                     ", ".join(f"t={t}: {e:.4f}" for t, e in zip(val_timesteps, errors)))
+
         while step < steps:
             for group in opt.param_groups:
                 group["lr"] = lr * min(1.0, (step + 1) / max(warmup_steps, 1))
@@ -190,15 +242,19 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                 rate = (step - resumed_from) / max(time.monotonic() - start, 1e-9)
                 log.info("step %d/%d  loss %.4f  %.2f steps/s", step, steps, np.mean(recent), rate)
                 last_log = time.monotonic()
+            if step % max(val_every, 1) == 0 or step == steps:
+                validate()
             if checkpoint_path is not None and time.monotonic() - last_save >= checkpoint_every_s:
                 save_checkpoint()
                 last_save = time.monotonic()
         bar.close()
+        validate()  # a run resumed at its final step still reports the end point
         if checkpoint_path is not None:
             save_checkpoint()
     ema.ema_model.eval()
     return TrainResult(model=model, ema_model=ema.ema_model, config=config, data_fingerprint=fingerprint,
-                       step=step, loss_history=history, seconds=time.monotonic() - start,
+                       step=step, loss_history=history, val_history=val_history,
+                       val_timesteps=tuple(val_timesteps), seconds=time.monotonic() - start,
                        resumed_from=resumed_from)
 
 

@@ -15,6 +15,7 @@ include: "workflow/rules/data_mri.smk"
 include: "workflow/rules/data_stem.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/reconstruct.smk"
+include: "workflow/rules/reconstruct_prior.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
@@ -28,4 +29,6 @@ rule all:
         rules.plot_datasets.output,
         rules.baseline_table.output,
         prior_outputs(),
+        rules.paper_tables.output,
+        expand("results/figures/{figure}.png", figure=["figure3", "figure4"]),
     default_target: True

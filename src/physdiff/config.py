@@ -129,6 +129,14 @@ def _check_semantics(cfg: dict) -> None:
         for G in prior["partitions"][modality]:
             if G > n_slices:
                 problems.append(f"config key 'prior.partitions.{modality}': G={G} exceeds the {n_slices} slices")
+        if prior["partitions"][modality] and cfg["recon"]["partitions"][modality] not in prior["partitions"][modality]:
+            problems.append(
+                f"config key 'recon.partitions.{modality}': DART and DRIFT need a trained G, one of "
+                f"prior.partitions.{modality} = {prior['partitions'][modality]}, got {cfg['recon']['partitions'][modality]}"
+            )
+    if cfg["recon"]["dart"]["mri_tune_mask"] not in built:
+        problems.append(f"config key 'recon.dart.mri_tune_mask': mask '{cfg['recon']['dart']['mri_tune_mask']}' "
+                        f"is not built by mri.masks (built: {sorted(built)})")
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join("  " + p for p in problems))
 

@@ -58,3 +58,11 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write one array to `.npy` atomically."""
     with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, array)
+
+
+def save_csv_rows(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write a list of flat dicts as a CSV table atomically (columns in first-seen order)."""
+    import pandas as pd
+
+    with atomic_path(path, suffix=".csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)

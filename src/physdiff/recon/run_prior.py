@@ -1,0 +1,194 @@
+"""Run DART and DRIFT on one measurement and score it; choose their settings on validation data.
+
+What the `reconstruct_dart`, `reconstruct_drift`, `tune_dart` and `tune_drift` rules call. Each
+reconstruction returns the volume and metrics rows in the baselines' format
+(`physdiff.recon.run`), so one table gathers them all.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from physdiff.data.stem_sim import load_sample
+from physdiff.data.transforms import PowerTransform, load_transform
+from physdiff.errors import ConfigError, InputError
+from physdiff.metrics.ssim import psnr_volume, ssim_phase_projection, ssim_volume
+from physdiff.models.train import load_model
+from physdiff.physics.mri import simulate_kspace
+from physdiff.recon.dart import dart
+from physdiff.recon.drift import drift, physics_only
+from physdiff.recon.problems import MRIProblem, STEMProblem
+from physdiff.recon.run import mri_params, peak_memory_mb
+from physdiff.recon.tuning import tune_scalar
+
+log = logging.getLogger(__name__)
+
+
+def load_partition_models(paths: Sequence[str], *, slices: int | None = None) -> list[torch.nn.Module]:
+    """Load the G partition models (EMA weights, CPU); each file is checked by `load_model`.
+
+    With `slices` (S of the volumes to reconstruct), G must divide into S.
+    """
+    if not paths:
+        raise InputError("no partition models given")
+    if slices is not None and not 1 <= len(paths) <= slices:
+        raise InputError(f"{len(paths)} partition models cannot split {slices} slices")
+    return [load_model(p)[0] for p in paths]
+
+
+def mri_problem(volume: np.ndarray, mask: np.ndarray, *, noise_std: float, seed: int, lam: float = 1.0,
+                solver: str = "projection", solver_params: dict | None = None) -> MRIProblem:
+    """Measure a volume exactly as the baselines do (same noise seed) and wrap it as a problem."""
+    y = simulate_kspace(np.asarray(volume, np.float32), mask, noise_std=noise_std, seed=seed)
+    return MRIProblem(y, mask, lam=lam, solver=solver, solver_params=solver_params)
+
+
+def stem_problem(sample: dict, transform: PowerTransform, **kwargs) -> STEMProblem:
+    return STEMProblem.from_sample(sample, transform, **kwargs)
+
+
+def score(modality: str, volume: np.ndarray, truth: np.ndarray, sigma: float | None = None) -> dict:
+    """SSIM and PSNR as the tables report them (SPEC 7)."""
+    if modality == "mri":
+        return {"ssim": ssim_volume(volume, truth), "psnr": psnr_volume(volume, truth)}
+    return {"ssim": ssim_phase_projection(volume, truth, sigma),
+            "psnr": psnr_volume(sigma * volume.sum(0)[None], sigma * truth.sum(0)[None])}
+
+
+def _row(modality: str, method: str, volume: np.ndarray, truth: np.ndarray, sigma, seconds: float,
+         device, **extra) -> dict:
+    return {"method": method, **score(modality, volume, truth, sigma), "wall_s": seconds,
+            "peak_mem_mb": peak_memory_mb(device), "diverged": not bool(np.isfinite(volume).all()), **extra}
+
+
+def run_dart(models, problem, truth: np.ndarray, *, modality: str, settings: dict, seed: int = 0,
+             sigma: float | None = None, progress: bool = True) -> tuple[np.ndarray, dict, list[dict]]:
+    """DART on one problem; returns (volume, metrics row, per-step log)."""
+    device = "cuda" if torch.cuda.is_available() else None
+    if device:
+        torch.cuda.reset_peak_memory_stats()
+    result = dart(models, problem, sampler=settings["sampler"], steps=settings["steps"], eta=settings["eta"],
+                  correction=settings["correction"], n_samples=settings.get("n_samples", 1), seed=seed,
+                  progress=progress)
+    row = _row(modality, "dart", result.volume, truth, sigma, result.seconds, device,
+               iterations=settings["steps"], partitions=len(models),
+               **{f"param_{k}": v for k, v in settings.items()})
+    return result.volume, row, result.steps
+
+
+def run_drift(candidates: np.ndarray, problem, truth: np.ndarray, *, modality: str, n_iter: int,
+              sigma: float | None = None, progress: bool = True) -> tuple[dict, list[dict], list[float]]:
+    """DRIFT and its physics-only twin on one problem; returns ({method: volume}, rows, scores)."""
+    device = "cuda" if torch.cuda.is_available() else None
+    refined = drift(candidates, problem, n_iter=n_iter, progress=progress)
+    twin = physics_only(problem, n_iter=n_iter)
+    common = {"iterations": n_iter, "param_n_candidates": len(candidates)}
+    rows = [_row(modality, "drift", refined.volume, truth, sigma, refined.seconds, device, **common,
+                 best_candidate=refined.best, best_score=refined.scores[refined.best]),
+            _row(modality, "drift_physics_only", twin.volume, truth, sigma, twin.seconds, device, **common)]
+    return {"drift": refined.volume, "drift_physics_only": twin.volume}, rows, refined.scores
+
+
+def grid_settings(base: dict, grid: dict[str, Sequence]) -> list[dict]:
+    """Every combination of the grid's values over the base settings (grid order)."""
+    for key in grid:
+        if key not in base:
+            raise ConfigError(f"recon.dart.grid: '{key}' is not a DART setting; expected one of {sorted(base)}")
+    keys = list(grid)
+    return [{**base, **dict(zip(keys, values))} for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def tune_dart(evaluate: Callable[[dict], float], base: dict, grid: dict[str, Sequence]) -> dict:
+    """Pick the DART settings with the best mean validation SSIM; `evaluate(settings)` returns it.
+
+    Returns {"settings", "score", "table": [{settings, score, seconds}]}; ties go to the first.
+    """
+    table = []
+    for settings in grid_settings(base, grid):
+        start = time.perf_counter()
+        table.append({"settings": settings, "score": float(evaluate(settings)),
+                      "seconds": time.perf_counter() - start})
+        log.info("DART %s: validation SSIM %.4f (%.0f s)", settings, table[-1]["score"], table[-1]["seconds"])
+    best = max(table, key=lambda r: r["score"])
+    return {"settings": best["settings"], "score": best["score"], "table": table}
+
+
+def tune_drift_iterations(evaluate: Callable[[int], float], grid: Sequence[int], *, upper: int = 1000) -> dict:
+    """Pick DRIFT's K (shared with its twin) by mean validation SSIM; K is searched past grid edges."""
+    cache: dict[int, float] = {}
+
+    def score_k(value: float) -> float:
+        k = max(1, int(round(value)))
+        if k not in cache:
+            cache[k] = float(evaluate(k))
+            log.info("DRIFT K = %d: validation SSIM %.4f", k, cache[k])
+        return cache[k]
+
+    result = tune_scalar(score_k, grid, lower=0.5, upper=upper, name="recon.drift.n_iter")
+    result["best"] = max(1, int(round(result["best"])))
+    return result
+
+
+def volumes_from_prior(unit: np.ndarray, transform: Any) -> np.ndarray:
+    """Generated volumes in [0, 1] -> data units, with the transform stored beside the training data."""
+    return np.asarray(transform.decode(np.asarray(unit, np.float32)), np.float32)
+
+
+def _mri_solver_params(tuning_path: str | None, solver: str, wavelet: str) -> dict:
+    """The DRIFT MRI solver's weight: the one the baseline of that name was tuned to for the mask."""
+    tuned = json.loads(Path(tuning_path).read_text()) if tuning_path else None
+    return mri_params(solver, max_iter=None, tuned=tuned, wavelet=wavelet)
+
+
+def build_problem(modality: str, cfg: dict, *, volume=None, mask=None, seed: int = 0, sample: dict | None = None,
+                  transform=None, solver_tuning: str | None = None):
+    """The problem of one MRI volume (measured with `seed`) or one 4D-STEM sample, from the rule's params.
+
+    `cfg` holds: noise_std, lam, solver, wavelet (MRI); k, sparsity, loss, solver, solver_params (4D-STEM).
+    """
+    if modality == "mri":
+        return mri_problem(volume, mask, noise_std=cfg["noise_std"], seed=seed, lam=cfg["lam"], solver=cfg["solver"],
+                           solver_params=_mri_solver_params(solver_tuning, cfg["solver"], cfg["wavelet"]))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return stem_problem(sample, transform, k=cfg["k"], sparsity=cfg["sparsity"], form=cfg["loss"],
+                        solver=cfg["solver"], solver_params=cfg["solver_params"], device=device)
+
+
+def load_test_problem(inputs, wildcards, modality: str, cfg: dict):
+    """(problem, ground truth, sigma or None, id columns) of the rule's test sample."""
+    if modality == "mri":
+        volume = np.asarray(np.load(inputs.volumes, mmap_mode="r")[int(wildcards.sample)], np.float32)
+        problem = build_problem("mri", cfg, volume=volume, mask=np.load(inputs.mask),
+                                seed=cfg["seed"] + int(wildcards.sample), solver_tuning=inputs.get("solver_tuning"))
+        return problem, volume, None, {"dataset": wildcards.dataset, "sample": wildcards.sample, "mask": wildcards.mask}
+    sample = load_sample(inputs.sample)
+    problem = build_problem("stem", cfg, sample=sample, transform=load_transform(inputs.transform))
+    ids = {"dataset": "cubic" if wildcards.split == "test" else "hexagonal", "sample": wildcards.sample,
+           "mask": "full", "crystal": str(sample["name"])}
+    return problem, np.asarray(sample["potential"], np.float32), float(sample["sigma"]), ids
+
+
+def load_val_problems(inputs, modality: str, cfg: dict, n_val: int) -> list[tuple[Any, np.ndarray, float | None]]:
+    """[(problem, truth, sigma)] of the first `n_val` validation volumes or samples."""
+    if modality == "mri":
+        volumes = np.load(inputs.val)[:n_val]
+        mask = np.load(inputs.mask)
+        # validation volumes are measured with seeds the test volumes never use
+        return [(build_problem("mri", cfg, volume=v, mask=mask, seed=cfg["seed"] + 100_000 + i,
+                               solver_tuning=inputs.get("solver_tuning")), np.asarray(v, np.float32), None)
+                for i, v in enumerate(volumes)]
+    transform = load_transform(inputs.transform)
+    out = []
+    for path in list(inputs.val)[:n_val]:
+        sample = load_sample(path)
+        out.append((build_problem("stem", cfg, sample=sample, transform=transform),
+                    np.asarray(sample["potential"], np.float32), float(sample["sigma"])))
+    return out

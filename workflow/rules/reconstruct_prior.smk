@@ -1,0 +1,348 @@
+# DART and DRIFT: the prior-guided reconstructions. Their settings are chosen on the validation
+# split (tune_dart, tune_drift), then one job per (dataset, sample, mask) reconstructs a test
+# sample and writes the reconstruction, a metrics row in the baselines' format and a log.
+
+DART_G = RECON["partitions"]
+
+
+def dart_models(wildcards):
+    G = DART_G[wildcards.modality]
+    return expand("results/prior/{m}/G{G}/g{g}/model.pt", m=wildcards.modality, G=G, g=range(G))
+
+
+def prior_transform(wildcards):
+    """The transform stored beside the 4D-STEM training potentials (MRI needs none)."""
+    return {"transform": rules.prior_data_stem.output.scale} if wildcards.modality == "stem" else {}
+
+
+def validation_inputs(wildcards):
+    if wildcards.modality == "mri":
+        mask = RECON["dart"]["mri_tune_mask"]
+        return {
+            "val": rules.prepare_mri.output.val,
+            "mask": f"results/data/mri/masks/{mask}.npy",
+            "solver_tuning": f"results/recon/mri/tuning/{mask}/{RECON['drift']['mri_solver']}.json",
+        }
+    val = [f"results/data/stem/val/{s}.npz" for s in recon_order([r for r in STEM_PLAN if r["split"] == "val"])]
+    return {"val": val[: RECON["n_val"]["stem"]], **prior_transform(wildcards)}
+
+
+def problem_params(modality):
+    """What physdiff.recon.run_prior.build_problem needs, from the config."""
+    if modality == "mri":
+        return {
+            "noise_std": RECON["mri"]["noise_std"],
+            "seed": config["seed"],
+            "lam": RECON["dart"]["mri_lambda"],
+            "solver": RECON["drift"]["mri_solver"],
+            "wavelet": RECON["mri"]["cs_wavelet"],
+        }
+    return {
+        "k": RECON["dart"]["stem_k"],
+        "sparsity": RECON["dart"]["stem_sparsity"],
+        "loss": RECON["stem"]["loss"],
+        "solver": RECON["drift"]["stem_solver"],
+        "solver_params": RECON["stem"][RECON["drift"]["stem_solver"]],
+    }
+
+
+DART_BASE = {k: RECON["dart"][k] for k in ("sampler", "steps", "eta", "correction", "n_samples")}
+
+
+rule drift_candidates:
+    input:
+        dart_models,
+    output:
+        "results/recon/{modality}/drift/candidates.npy",
+    log:
+        "results/logs/recon/drift_candidates/{modality}.log",
+    benchmark:
+        "results/benchmarks/recon/drift_candidates/{modality}.tsv"
+    wildcard_constraints:
+        modality="mri|stem",
+    params:
+        shape=volume_shape,
+        sampling=config["prior"]["sampling"],
+        generate=lambda wc: {"n_volumes": RECON["drift"]["n_candidates"], "batch_size": config["prior"]["generate"]["batch_size"]},
+        # a pool apart from the generated volumes of Table 3
+        seed=config["seed"] + 7919,
+    threads: 2
+    resources:
+        gpu=lambda wc: DART_G[wc.modality],
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/generate.py"
+
+
+rule tune_dart:
+    input:
+        unpack(validation_inputs),
+        models=dart_models,
+    output:
+        "results/recon/{modality}/tuning/dart.json",
+    log:
+        "results/logs/recon/tune_dart/{modality}.log",
+    benchmark:
+        "results/benchmarks/recon/tune_dart/{modality}.tsv"
+    wildcard_constraints:
+        modality="mri|stem",
+    params:
+        modality=lambda wc: wc.modality,
+        problem=lambda wc: problem_params(wc.modality),
+        n_val=lambda wc: RECON["n_val"][wc.modality],
+        base=DART_BASE,
+        grid=lambda wc: RECON["dart"]["grid"][wc.modality],
+        seed=config["seed"],
+    threads: 2
+    resources:
+        gpu=lambda wc: DART_G[wc.modality],
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/tune_dart.py"
+
+
+rule tune_drift:
+    input:
+        unpack(validation_inputs),
+        candidates=rules.drift_candidates.output,
+    output:
+        "results/recon/{modality}/tuning/drift.json",
+    log:
+        "results/logs/recon/tune_drift/{modality}.log",
+    benchmark:
+        "results/benchmarks/recon/tune_drift/{modality}.tsv"
+    wildcard_constraints:
+        modality="mri|stem",
+    params:
+        modality=lambda wc: wc.modality,
+        problem=lambda wc: problem_params(wc.modality),
+        n_val=lambda wc: RECON["n_val"][wc.modality],
+        n_candidates=RECON["drift"]["n_candidates"],
+        grid=lambda wc: RECON["drift"]["n_iter_grid"][wc.modality],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/tune_drift.py"
+
+
+def mri_test_inputs(wildcards):
+    return {
+        "volumes": mri_volumes_of(wildcards),
+        "mask": f"results/data/mri/masks/{wildcards.mask}.npy",
+        "solver_tuning": f"results/recon/mri/tuning/{wildcards.mask}/{RECON['drift']['mri_solver']}.json",
+    }
+
+
+def stem_test_inputs(wildcards):
+    return {"sample": f"results/data/stem/{wildcards.split}/{wildcards.sample}.npz", "transform": rules.prior_data_stem.output.scale}
+
+
+rule reconstruct_dart_mri:
+    input:
+        unpack(mri_test_inputs),
+        models=expand("results/prior/mri/G{G}/g{g}/model.pt", G=DART_G["mri"], g=range(DART_G["mri"])),
+        tuning="results/recon/mri/tuning/dart.json",
+    output:
+        recon="results/recon/mri/{dataset}/{mask}/dart/{sample}.npy",
+        metrics="results/recon/mri/{dataset}/{mask}/dart/{sample}.json",
+        steps="results/recon/mri/{dataset}/{mask}/dart/{sample}_steps.csv",
+    log:
+        "results/logs/recon/mri/{dataset}/{mask}/dart/{sample}.log",
+    benchmark:
+        "results/benchmarks/recon/mri/{dataset}/{mask}/dart/{sample}.tsv"
+    wildcard_constraints:
+        dataset="brats|roots",
+        sample=r"\d+",
+    params:
+        modality="mri",
+        problem=problem_params("mri"),
+        seed=config["seed"],
+    threads: 1
+    resources:
+        gpu=DART_G["mri"],
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/reconstruct_dart.py"
+
+
+rule reconstruct_dart_stem:
+    input:
+        unpack(stem_test_inputs),
+        models=expand("results/prior/stem/G{G}/g{g}/model.pt", G=DART_G["stem"], g=range(DART_G["stem"])),
+        tuning="results/recon/stem/tuning/dart.json",
+    output:
+        recon="results/recon/stem/{split}/dart/{sample}.npy",
+        metrics="results/recon/stem/{split}/dart/{sample}.json",
+        steps="results/recon/stem/{split}/dart/{sample}_steps.csv",
+    log:
+        "results/logs/recon/stem/{split}/dart/{sample}.log",
+    benchmark:
+        "results/benchmarks/recon/stem/{split}/dart/{sample}.tsv"
+    wildcard_constraints:
+        split="test|ood",
+    params:
+        modality="stem",
+        problem=problem_params("stem"),
+        seed=config["seed"],
+    threads: 1
+    resources:
+        gpu=DART_G["stem"],
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/reconstruct_dart.py"
+
+
+rule reconstruct_drift_mri:
+    input:
+        unpack(mri_test_inputs),
+        candidates="results/recon/mri/drift/candidates.npy",
+        tuning="results/recon/mri/tuning/drift.json",
+    output:
+        drift_recon="results/recon/mri/{dataset}/{mask}/drift/{sample}.npy",
+        drift_metrics="results/recon/mri/{dataset}/{mask}/drift/{sample}.json",
+        drift_physics_only_recon="results/recon/mri/{dataset}/{mask}/drift_physics_only/{sample}.npy",
+        drift_physics_only_metrics="results/recon/mri/{dataset}/{mask}/drift_physics_only/{sample}.json",
+        scores="results/recon/mri/{dataset}/{mask}/drift/{sample}_scores.csv",
+    log:
+        "results/logs/recon/mri/{dataset}/{mask}/drift/{sample}.log",
+    benchmark:
+        "results/benchmarks/recon/mri/{dataset}/{mask}/drift/{sample}.tsv"
+    wildcard_constraints:
+        dataset="brats|roots",
+        sample=r"\d+",
+    params:
+        modality="mri",
+        problem=problem_params("mri"),
+        n_candidates=RECON["drift"]["n_candidates"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/reconstruct_drift.py"
+
+
+rule reconstruct_drift_stem:
+    input:
+        unpack(stem_test_inputs),
+        candidates="results/recon/stem/drift/candidates.npy",
+        tuning="results/recon/stem/tuning/drift.json",
+    output:
+        drift_recon="results/recon/stem/{split}/drift/{sample}.npy",
+        drift_metrics="results/recon/stem/{split}/drift/{sample}.json",
+        drift_physics_only_recon="results/recon/stem/{split}/drift_physics_only/{sample}.npy",
+        drift_physics_only_metrics="results/recon/stem/{split}/drift_physics_only/{sample}.json",
+        scores="results/recon/stem/{split}/drift/{sample}_scores.csv",
+    log:
+        "results/logs/recon/stem/{split}/drift/{sample}.log",
+    benchmark:
+        "results/benchmarks/recon/stem/{split}/drift/{sample}.tsv"
+    wildcard_constraints:
+        split="test|ood",
+    params:
+        modality="stem",
+        problem=problem_params("stem"),
+        n_candidates=RECON["drift"]["n_candidates"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/reconstruct_drift.py"
+
+
+def prior_recon_metrics():
+    """Every DART, DRIFT and physics-only metrics row of Tables 1 and 2."""
+    out = []
+    mri_sets = [("brats", MASK_IDS)] + ([("roots", RECON["mri"]["ood_masks"])] if MRI_CFG["ood"]["enabled"] else [])
+    for dataset, masks in mri_sets:
+        out += expand(
+            "results/recon/mri/{dataset}/{mask}/{method}/{sample}.json",
+            dataset=dataset, mask=masks, method=["dart", "drift", "drift_physics_only"], sample=mri_recon_samples(dataset),
+        )
+    for split in ("test", "ood"):
+        out += expand(
+            "results/recon/stem/{split}/{method}/{sample}.json",
+            split=split, method=["dart", "drift", "drift_physics_only"], sample=stem_recon_samples(split),
+        )
+    return out
+
+
+FIGURE_CASES = {
+    # figure: (MRI dataset, its mask, 4D-STEM split)
+    "figure3": ("brats", "gaussian_R4" if "gaussian_R4" in MASK_IDS else MASK_IDS[0], "test"),
+    "figure4": ("roots", RECON["mri"]["ood_masks"][0], "ood"),
+}
+PRIOR_METHODS = ["drift_physics_only", "dart", "drift"]
+
+
+def recon_figure_inputs(wildcards):
+    dataset, mask, split = FIGURE_CASES[wildcards.figure]
+    out = {}
+    if dataset == "brats" or MRI_CFG["ood"]["enabled"]:
+        sample = mri_recon_samples(dataset)[0]
+        paths = [f"results/recon/mri/{dataset}/{mask}/{m}/{sample}" for m in RECON["mri"]["methods"] + PRIOR_METHODS]
+        out.update(
+            mri_volumes=rules.prepare_mri.output.test if dataset == "brats" else rules.prepare_roots.output.ood,
+            mri_mask=f"results/data/mri/masks/{mask}.npy",
+            mri_recons=[p + ".npy" for p in paths],
+            mri_metrics=[p + ".json" for p in paths],
+        )
+    samples = stem_recon_samples(split)
+    if samples:
+        paths = [f"results/recon/stem/{split}/{m}/{samples[0]}" for m in RECON["stem"]["methods"] + PRIOR_METHODS]
+        out.update(
+            stem_sample=f"results/data/stem/{split}/{samples[0]}.npz",
+            stem_recons=[p + ".npy" for p in paths],
+            stem_metrics=[p + ".json" for p in paths],
+        )
+    return out
+
+
+rule plot_recon:
+    input:
+        unpack(recon_figure_inputs),
+    output:
+        report("results/figures/{figure}.png", caption="../report/recon.rst", category="Reconstructions"),
+    log:
+        "results/logs/report/plot_recon_{figure}.log",
+    benchmark:
+        "results/benchmarks/report/plot_recon_{figure}.tsv"
+    wildcard_constraints:
+        figure="figure3|figure4",
+    params:
+        title=lambda wc: "Figure 3: in distribution" if wc.figure == "figure3" else "Figure 4: out of distribution",
+        mri_dataset=lambda wc: FIGURE_CASES[wc.figure][0],
+        mri_mask=lambda wc: FIGURE_CASES[wc.figure][1],
+        mri_sample=lambda wc: mri_recon_samples(FIGURE_CASES[wc.figure][0])[0],
+        noise_std=RECON["mri"]["noise_std"],
+        seed=config["seed"],
+        dpi=config["figures"]["dpi"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/plot_recon.py"

@@ -1,0 +1,27 @@
+"""Reconstruct one test volume or sample with DRIFT and with its physics-only twin (same solver, same K)."""
+
+import json
+
+import numpy as np
+
+from physdiff.io import save_csv_rows, save_json, save_npy
+from physdiff.recon.run_prior import load_test_problem, run_drift
+from physdiff.workflow import log, run_step
+
+
+def main(smk):
+    p = smk.params
+    problem, truth, sigma, ids = load_test_problem(smk.input, smk.wildcards, p.modality, p.problem)
+    n_iter = int(json.loads(open(smk.input.tuning).read())["n_iter"])
+    candidates = problem.transform.decode(np.load(smk.input.candidates))[: p.n_candidates]
+    volumes, rows, scores = run_drift(candidates, problem, truth, modality=p.modality, n_iter=n_iter, sigma=sigma)
+    for row in rows:
+        row = {"modality": p.modality, **ids, **row}
+        log.info("%s", row)
+        save_json(smk.output[f"{row['method']}_metrics"], row)
+        save_npy(smk.output[f"{row['method']}_recon"], volumes[row["method"]])
+    save_csv_rows(smk.output.scores, [{"candidate": i, "score": s, "chosen": i == int(np.argmax(scores))}
+                                      for i, s in enumerate(scores)])
+
+
+run_step(snakemake, main)  # noqa: F821

@@ -83,3 +83,31 @@ def test_bad_sampler_and_devices_are_config_errors():
         reverse_diffusion([MarkerModel(0.0)], (1, 2, 4, 4), sampler="euler", progress=False)
     with pytest.raises(ConfigError, match="one device per partition"):
         reverse_diffusion([MarkerModel(0.0)] * 2, (1, 2, 4, 4), devices=["cpu"], progress=False)
+
+
+class SliceWise:
+    """A model whose eps acts on each slice alone, so slabs of any split predict alike."""
+
+    def __call__(self, x, t):
+        return 0.3 * torch.tanh(2 * x) + 0.01 * float(t[0]) / 1000
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+@pytest.mark.parametrize("G", [2, 3])
+def test_overlap_seams_with_slice_wise_models_equal_one_model(sampler, G):
+    kw = dict(sampler=sampler, steps=6, seed=4, progress=False)
+    one = reverse_diffusion([SliceWise()], (2, 12, 4, 4), **kw)
+    many = reverse_diffusion([SliceWise()] * G, (2, 12, 4, 4), seam="overlap", **kw)
+    torch.testing.assert_close(many, one, atol=1e-5, rtol=0)
+
+
+def test_overlap_windows_span_the_boundary_at_slab_length():
+    from physdiff.models.sampling import seam_windows
+
+    models = [MarkerModel(-0.5), MarkerModel(0.5)]
+    reverse_diffusion(models, (1, 8, 4, 4), steps=2, seed=0, progress=False, seam="overlap")
+    assert models[0].slab_shapes[:2] == [(1, 1, 4, 4, 4)] * 2  # its slab, then the window [2, 6)
+    (g, a, e, w), = seam_windows(partition_bounds(8, 2))
+    assert (g, a, e) == (0, 2, 6) and w[1] == w[2] > 0.7 and w[0] == w[3] < 0.3
+    with pytest.raises(ConfigError, match="prior.sampling.seam"):
+        reverse_diffusion(models, (1, 8, 4, 4), steps=2, progress=False, seam="shift")

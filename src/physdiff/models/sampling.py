@@ -3,6 +3,11 @@
 At each reverse step every partition model g predicts eps for its slab of x_t, the slabs'
 x0 predictions are stacked into the full volume, an optional correction (DART's physics step)
 acts on that whole volume, and the DDPM or DDIM step moves x_t toward the corrected x0.
+
+Seams: with `seam="overlap"`, model g also denoises a window of its own slab length centred on
+the boundary between slabs g and g+1, and eps there is a blend that leans on the window near
+the boundary, so the slices on either side are predicted from one view of both. Each model
+still sees only slab-length inputs and holds only its own weights. `seam="none"` is plain stacking.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from physdiff.errors import ConfigError
 from physdiff.models.diffusion import GaussianDiffusion, to_data
 
 Correction = Callable[[torch.Tensor, int], torch.Tensor]
+SEAMS = ("none", "overlap")
 
 
 def partition_bounds(num_slices: int, partitions: int) -> list[tuple[int, int]]:
@@ -37,11 +43,51 @@ def partition_devices(count: int, devices: Sequence | None = None) -> list[torch
     return [torch.device(d) for d in devices]
 
 
+def seam_windows(bounds: Sequence[tuple[int, int]]) -> list[tuple[int, int, int, torch.Tensor]]:
+    """(model g, start, end, blend weights (end - start,)) of a window across each slab boundary.
+
+    The window has the shorter neighbouring slab's length; its weight is a triangle that is
+    near 1 at the two slices meeting at the boundary and falls to 0 toward the window's ends.
+    """
+    out = []
+    for g in range(len(bounds) - 1):
+        b = bounds[g][1]
+        length = min(bounds[g][1] - bounds[g][0], bounds[g + 1][1] - bounds[g + 1][0])
+        if length < 2:
+            continue
+        start = b - length // 2
+        centre = torch.arange(start, start + length, dtype=torch.float32) + 0.5  # slice centres
+        w = (1 - (centre - b).abs() / (length / 2)).clamp_min(0.0)
+        out.append((g, start, start + length, w))
+    return out
+
+
+def partition_eps(models: Sequence[Callable], devs: Sequence[torch.device], bounds, x: torch.Tensor, t: int,
+                  seam: str = "none") -> torch.Tensor:
+    """eps for the full stack x (B, 1, S, H, W): each slab by its model, blended across seams."""
+    b, home = x.shape[0], x.device
+    step = lambda dev: torch.full((b,), t, device=dev, dtype=torch.long)
+    # Launch every partition before gathering, so CUDA devices work side by side.
+    eps = [model(x[:, :, a:e].to(dev), step(dev)) for model, dev, (a, e) in zip(models, devs, bounds)]
+    windows = seam_windows(bounds) if seam == "overlap" else []
+    win_eps = [models[g](x[:, :, a:e].to(devs[g]), step(devs[g])) for g, a, e, _ in windows]
+    eps = torch.cat([e.to(home, torch.float32) for e in eps], dim=2)
+    if not windows:
+        return eps
+    num, wsum = torch.zeros_like(eps), torch.zeros(eps.shape[2], device=home)
+    for (_, a, e, w), we in zip(windows, win_eps):
+        w = w.to(home)
+        num[:, :, a:e] += w[:, None, None] * we.to(home, torch.float32)
+        wsum[a:e] += w
+    base = (1 - wsum).clamp_min(0.0)
+    return (base[:, None, None] * eps + num) / (base + wsum)[:, None, None]
+
+
 def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, int], *, sampler: str = "ddim",
                       steps: int | None = 50, eta: float = 1.0, seed: int = 0,
                       x0_correction: Correction | None = None, xt_correction: Correction | None = None,
                       diffusion: GaussianDiffusion | None = None, devices: Sequence | None = None,
-                      progress: bool = True) -> torch.Tensor:
+                      progress: bool = True, seam: str = "none") -> torch.Tensor:
     """Sample B volumes of shape (S, H, W) with G partition models; returns (B, S, H, W) in [0, 1].
 
     `models[g]` maps (x_t slab (B, 1, S_g, H, W), t (B,)) to eps; `shape` = (B, S, H, W).
@@ -49,10 +95,14 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
     `x0_correction(x0, t)` after the slabs' x0 are stacked (before clamping to [-1, 1]),
     `xt_correction(x_prev, t_prev)` on x_{t-1} (not after the last step). `sampler` "ddpm" is
     the ancestral Eq. (1) (respaced when steps < T); "ddim" takes eta. Noise comes from one
-    CPU torch.Generator seeded by `seed`, so results repeat exactly for a seed.
+    CPU torch.Generator seeded by `seed`, so results repeat exactly for a seed. `seam` is "none"
+    (stacked slabs) or "overlap" (eps blended with windows across the boundaries, G - 1 more
+    slab forwards per step); the hooks see the full stacked volume either way.
     """
     if sampler not in ("ddim", "ddpm"):
         raise ConfigError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+    if seam not in SEAMS:
+        raise ConfigError(f"prior.sampling.seam must be one of {SEAMS}, got {seam!r}")
     diffusion = diffusion or GaussianDiffusion()
     b, s, h, w = shape
     bounds = partition_bounds(s, len(models))
@@ -68,10 +118,7 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
     for i, t in enumerate(tqdm(ts, desc=f"{sampler} sampling", disable=not progress, leave=False)):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         with torch.no_grad():
-            # Launch every partition before gathering, so CUDA devices work side by side.
-            eps = [model(x[:, :, a:e].to(dev), torch.full((b,), t, device=dev, dtype=torch.long))
-                   for model, dev, (a, e) in zip(models, devs, bounds)]
-            eps = torch.cat([e.to(home, torch.float32) for e in eps], dim=2)
+            eps = partition_eps(models, devs, bounds, x, t, seam)
             x0 = diffusion.predict_x0(x, t, eps)
         # Hooks run outside no_grad: a physics step may differentiate its own loss.
         if x0_correction is not None:

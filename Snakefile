@@ -14,8 +14,10 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data_mri.smk"
 include: "workflow/rules/data_stem.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/metrics.smk"
 include: "workflow/rules/reconstruct.smk"
 include: "workflow/rules/reconstruct_prior.smk"
+include: "workflow/rules/figure5.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
@@ -31,4 +33,6 @@ rule all:
         prior_outputs(),
         rules.paper_tables.output,
         expand("results/figures/{figure}.png", figure=["figure3", "figure4"]),
+        rules.table3.output,
+        rules.figure5.output,
     default_target: True

@@ -2,34 +2,17 @@
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
-
-
-def _workdir(tmp_path: Path, overrides: dict | None = None) -> Path:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    cfg = yaml.safe_load((ROOT / ".test" / "config" / "config.yaml").read_text())
-    for key, value in (overrides or {}).items():
-        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
-    return tmp_path
+from conftest import SNAKEMAKE
+from conftest import write_test_config as _workdir
 
 
 @pytest.mark.slow
-def test_test_config_runs_every_rule_end_to_end(tmp_path):
-    work = _workdir(tmp_path)
-    run = subprocess.run(
-        [*SNAKEMAKE, "--directory", str(work), "--cores", "2", "--quiet", "rules"],
-        capture_output=True, text=True, timeout=1500,
-    )
+def test_test_config_runs_every_rule_end_to_end(test_config_run):
+    work, run = test_config_run  # the session's one run of the .test config (conftest.py)
     assert run.returncode == 0, run.stderr[-4000:]
     cfg = yaml.safe_load((work / "config" / "config.yaml").read_text())
     s, (h, w) = cfg["mri"]["n_slices"], cfg["mri"]["size"]

@@ -19,8 +19,8 @@ rule fetch_i3d:
         runtime=10,
     conda:
         "../../envs/physdiff.yaml"
-    shell:
-        "python -m physdiff.metrics.i3d $(dirname {output.ckpt}) > {log} 2>&1"
+    script:
+        "../scripts/fetch_i3d.py"
 
 
 rule table3:
@@ -31,7 +31,7 @@ rule table3:
         # the user's checkpoint if configured, else the one fetch_i3d downloads
         i3d=lambda wc: (config.get("metrics") or {}).get("i3d_checkpoint") or rules.fetch_i3d.output.ckpt,
     output:
-        csv=report("results/tables/table3.csv", category="Tables"),
+        csv=report("results/tables/table3.csv", caption="../report/table3.rst", category="Tables"),
         md="results/tables/table3.md",
         tex="results/tables/table3.tex",
     log:

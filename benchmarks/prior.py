@@ -11,7 +11,12 @@ Prints tables of
   * optionally (--learn N) the mean L1 loss of the last 20 of N training steps per variant
     on synthetic 64x64 slabs, to check that the cheaper variants still learn.
 
+  * --compare REV: CPU seconds per training step of the U-Net at git revision REV against this
+    tree's and its cheaper variants, timed interleaved in one run;
+  * --lr-study LR...: short MRI G=2 runs scored by the validation loss (benchmarks/prior_study.md).
+
 Example: python benchmarks/prior.py --threads 2 --size default
+         python benchmarks/prior.py --threads 1 --compare 680e379 --repeats 5
 """
 
 from __future__ import annotations
@@ -157,6 +162,87 @@ def learn_check(cfg: dict, channels_last: bool, steps: int, slices: int, size: i
     return float(np.mean([loss for _, loss in res.loss_history[-20:]]))
 
 
+def _unet_at(rev: str):
+    """The `build_unet` of src/physdiff/models/unet.py at git revision `rev`, as a fresh module."""
+    import importlib.util
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    src = subprocess.run(["git", "show", f"{rev}:src/physdiff/models/unet.py"], cwd=root, check=True,
+                         capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / f"unet_{rev}.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_unet
+
+
+def compare(rev: str, *, batch: int, slab: int, repeats: int) -> None:
+    """CPU seconds per training step of the U-Net at `rev` and of this tree's, interleaved in one run.
+
+    CPU time of this one-thread process (time.process_time), not wall time: other jobs on a
+    shared machine then stretch neither side. The minimum over repeats is reported.
+    """
+    from contextlib import nullcontext
+
+    model = {**BASE, "temporal_attn_resolutions": (32, 16)}  # config/config.yaml prior.model
+    new = {**model, "image_size": 64}
+    cases = {f"old: unet.py at {rev}": (_unet_at(rev), model, False),
+             "new: this tree (image_size 64, conv-first upsampling)": (build_unet, new, False),
+             "new + bf16 autocast": (build_unet, new, True),
+             "new + slice attention at 16 only": (build_unet, {**new, "temporal_attn_resolutions": (16,)}, False),
+             "new + bf16 + slice attention at 16 only": (build_unet, {**new, "temporal_attn_resolutions": (16,)}, True)}
+    steps = {}
+    for name, (build, cfg, bf16) in cases.items():
+        torch.manual_seed(0)
+        net = build(cfg)
+        opt, diff, gen = torch.optim.Adam(net.parameters(), lr=1e-4), GaussianDiffusion(), torch.Generator().manual_seed(0)
+        x0 = torch.rand(batch, 1, slab, 64, 64) * 2 - 1
+
+        def step(net=net, opt=opt, diff=diff, gen=gen, x0=x0, bf16=bf16) -> float:
+            c0 = time.process_time()
+            with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+                loss = diff.loss(net, x0, generator=gen)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return time.process_time() - c0
+
+        step()  # warm-up
+        steps[name] = (step, sum(p.numel() for p in net.parameters()), [])
+    for _ in range(repeats):  # interleaved, so a burst of load hits every case alike
+        for step, _, times in steps.values():
+            times.append(step())
+    base = min(next(iter(steps.values()))[2])
+    print(f"\n## --compare: one optimiser step (batch {batch}, slabs of {slab} at 64x64), CPU s, min of {repeats}")
+    print("| setting | params | CPU s/step | steps per CPU-second | speed-up |\n|---|---|---|---|---|")
+    for name, (_, n, times) in steps.items():
+        print(f"| {name} | {n / 1e6:.3f} M | {min(times):.3f} | {1 / min(times):.2f} | {base / min(times):.2f}x |", flush=True)
+
+
+def lr_study_run(lr: float, warmup: int, steps: int, *, partition: int = 0, save: str | None = None,
+                 seed: int = 0) -> None:
+    """Train MRI G=2 partition g for `steps` steps and print one row: lr, warm-up, validation loss, time."""
+    from physdiff.models.train import save_model, train_prior
+
+    root = Path(__file__).resolve().parents[1] / "results/data/mri/brats"
+    lo, hi = 8 * partition, 8 * partition + 8
+    train, val = np.load(root / "train.npy")[:, lo:hi], np.load(root / "val.npy")[:, lo:hi]
+    cfg = {**BASE, "temporal_attn_resolutions": (32, 16), "image_size": train.shape[-1]}
+    w0, c0 = time.perf_counter(), time.process_time()
+    res = train_prior(train, model_cfg=cfg, steps=steps, batch_size=4, grad_accum=1, lr=lr, warmup_steps=warmup,
+                      val_data=val, val_every=max(steps // 3, 1), seed=seed, progress=False)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    if save:
+        save_model(save, res)
+    vals = " / ".join(f"{r[1]:.4f}" for r in res.val_history)
+    last = res.val_history[-1]
+    print(f"| {lr:g} | {warmup} | {steps} | {len(train)}/{len(val)} | {vals} | "
+          f"{' / '.join(f'{e:.3f}' for e in last[2:])} | "
+          f"{np.mean([l for _, l in res.loss_history[-50:]]):.4f} | {wall:.0f} | {cpu:.0f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=["default", "paper", "both"], default="default")
@@ -172,8 +258,26 @@ def main() -> None:
     ap.add_argument("--learn", type=int, default=0, help="training steps per variant for the learning check")
     ap.add_argument("--mem-batch", type=int, nargs="+", default=[1, 4], help="batch sizes for the memory table")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--compare", metavar="REV", default=None,
+                    help="only compare training-step CPU time of unet.py at git revision REV with this tree's")
+    ap.add_argument("--lr-study", type=float, nargs="+", default=None, metavar="LR",
+                    help="only run the learning-rate study (MRI G=2 g=0, results/data/mri/brats) for these rates")
+    ap.add_argument("--study-warmup", type=int, default=100)
+    ap.add_argument("--study-steps", type=int, default=300)
+    ap.add_argument("--study-partition", type=int, default=0, help="g of G=2 for the study runs")
+    ap.add_argument("--study-save", default=None, help="write the (last) study model's model.pt here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.compare:
+        compare(args.compare, batch=args.batch, slab=args.slices // 2, repeats=args.repeats)
+        return
+    if args.lr_study:
+        print("| lr | warm-up | steps | train/val volumes | val eps L1 (EMA) at each check | at t=50/200/500/800 "
+              "| train loss, last 50 | wall s | CPU s |\n|---|---|---|---|---|---|---|---|---|")
+        for lr in args.lr_study:
+            lr_study_run(lr, args.study_warmup, args.study_steps, partition=args.study_partition,
+                         save=args.study_save)
+        return
     slab = args.slices // 2
     print(f"torch {torch.__version__}, {args.threads} thread(s), CUDA: {torch.cuda.is_available()}")
 

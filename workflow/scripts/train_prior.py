@@ -35,7 +35,7 @@ def main(smk):
     log.info("partition %d of %d: slices [%d, %d) of %d training volumes %s", g, G, lo, hi, len(volumes), volumes.shape[1:])
     result = train_prior(
         volumes[:, lo:hi], model_cfg={**smk.params.model, "image_size": int(volumes.shape[-2])},
-        steps=tr["steps"], batch_size=tr["batch_size"], channels_last=tr["channels_last"],
+        steps=tr["steps"], batch_size=tr["batch_size"], channels_last=tr["channels_last"], cpu_bf16=tr["cpu_bf16"],
         val_data=val[:, lo:hi], val_every=tr["val_every"],
         lr=tr["lr"], grad_accum=tr["grad_accum"], ema_decay=tr["ema_decay"], ema_update_every=tr["ema_update_every"],
         warmup_steps=tr["warmup_steps"],

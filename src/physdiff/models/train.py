@@ -133,7 +133,7 @@ def validation_loss(model: nn.Module, val: np.ndarray | torch.Tensor, *, timeste
 
 def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: int = 4, lr: float = 1e-4,
                 grad_accum: int = 2, ema_decay: float = 0.995, ema_update_every: int = 1,
-                warmup_steps: int = 100, augment_flips: bool = True, channels_last: bool = False,
+                warmup_steps: int = 100, augment_flips: bool = True, channels_last: bool = False, cpu_bf16: bool = False,
                 checkpoint_path: str | os.PathLike | None = None, checkpoint_every_s: float = 300.0,
                 seed: int = 0, device: str | None = None, progress: bool = True, log_every: int = 10,
                 val_data: np.ndarray | None = None, val_every: int = 200, val_timesteps=VAL_TIMESTEPS,
@@ -141,7 +141,8 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
     """Train an eps-prediction prior on slabs `data` (N, S_g, H, W), float32 in [0, 1].
 
     One step = `grad_accum` micro-batches of `batch_size`, then Adam with lr * min(1, step /
-    warmup_steps). `augment_flips` mirrors slabs along W at random. If `checkpoint_path`
+    warmup_steps). `augment_flips` mirrors slabs along W at random; `cpu_bf16` runs the forward
+    under bf16 autocast on the CPU too (on CUDA it always does). If `checkpoint_path`
     exists the run resumes from it (same config and data required, else ConfigError); it is
     rewritten atomically every `checkpoint_every_s` seconds and at the end. With `val_data`
     (N_val, S_g, H, W) in [0, 1], `validation_loss` of the EMA model on its first
@@ -156,7 +157,8 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     config = _plain({"model": {**DEFAULT_CONFIG, **model_cfg}, "batch_size": batch_size, "lr": lr,
                      "grad_accum": grad_accum, "ema_decay": ema_decay, "ema_update_every": ema_update_every,
-                     "warmup_steps": warmup_steps, "augment_flips": augment_flips, "seed": seed, "timesteps": 1000})
+                     "warmup_steps": warmup_steps, "augment_flips": augment_flips, "seed": seed, "timesteps": 1000,
+                     "cpu_bf16": cpu_bf16})
     fingerprint = data_fingerprint(data.astype(np.float32))
     diffusion = GaussianDiffusion(timesteps=config["timesteps"])
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
@@ -200,7 +202,8 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                 torch.save(state, tmp)
 
         x_all = torch.from_numpy(data.astype(np.float32)).to(dev)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
+        use_bf16 = dev.type == "cuda" or cpu_bf16
+        autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
         model.train()
         start = last_save = last_log = time.monotonic()
         bar = tqdm(total=steps, initial=min(step, steps), desc="train prior", disable=not progress)

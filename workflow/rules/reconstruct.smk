@@ -96,7 +96,7 @@ rule tune_stem_baseline:
 rule reconstruct_baseline_stem:
     input:
         sample="results/data/stem/{split}/{sample}.npz",
-        tuning=rules.tune_stem_baseline.output,
+        tuning=rules.tune_stem_baseline.output[0],
     output:
         recon="results/recon/stem/{split}/{method}/{sample}.npy",
         metrics="results/recon/stem/{split}/{method}/{sample}.json",

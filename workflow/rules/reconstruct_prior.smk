@@ -110,7 +110,7 @@ rule tune_dart:
 rule tune_drift:
     input:
         unpack(validation_inputs),
-        candidates=rules.drift_candidates.output,
+        candidates=rules.drift_candidates.output[0],
     output:
         "results/recon/{modality}/tuning/drift.json",
     log:

@@ -24,7 +24,7 @@ def plot_reconstructions(rows: list[dict], *, title: str):
     that the metrics row of that reconstruction recorded.
     """
     n_cols = 2 + max(len(r["methods"]) for r in rows)
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.6 * n_cols, 1.9 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.6 * n_cols, 2.4 * len(rows)), squeeze=False)
     for r, row in enumerate(rows):
         truth = np.asarray(row["truth"])
         lo, hi = float(truth.min()), float(truth.max())

@@ -42,7 +42,7 @@ def _measure(task: dict) -> dict:
     problem = build_problem("mri", task["cfg"], volume=volume, mask=mask, seed=seed,
                             solver_tuning=task["tuning"][task["cfg"]["solver"]])
     if method.startswith("dart"):
-        models = load_partition_models(task["models"], slices=volume.shape[0])
+        models = load_partition_models(task["models"], slices=volume.shape[0], size=volume.shape[1:])
         _, row, _ = run_dart(models, problem, volume, modality="mri", settings=task["settings"], seed=seed,
                              progress=False)
         return {"wall_s": row["wall_s"], "peak_mb": row["peak_mem_mb"], "ssim": row["ssim"]}

@@ -134,3 +134,22 @@ def test_stem_drift_scores_bright_fields(copt3):  # noqa: F811
     candidates = np.stack([np.zeros_like(truth.numpy()), truth.numpy(), 0.5 * truth.numpy()[::-1].copy()])
     result = drift(candidates, problem, n_iter=0, progress=False)
     assert result.best == 1 and result.scores[1] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_partition_model_of_the_wrong_shape_stops_naming_the_file(tmp_path):
+    from physdiff.models.train import save_model, train_prior
+    from physdiff.recon.run_prior import load_partition_models
+
+    cfg = {"dim": 8, "dim_mults": [1, 2], "attn_resolutions": [], "temporal_attn_resolutions": [], "head_dim": 8,
+           "image_size": 16}
+    data = np.random.default_rng(0).random((4, 2, 16, 16), np.float32)
+    path = tmp_path / "g0" / "model.pt"
+    save_model(path, train_prior(data, model_cfg=cfg, steps=1, batch_size=2, grad_accum=1, progress=False))
+    assert len(load_partition_models([path], slices=4, size=(16, 16))) == 1
+    with pytest.raises(InputError, match=r"g0/model.pt.*16 x 16.*32 x 32"):
+        load_partition_models([path], slices=4, size=(32, 32))
+    with pytest.raises(InputError, match="cannot split"):
+        load_partition_models([path, path, path], slices=2)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="model.pt"):
+        load_partition_models([path])

@@ -11,7 +11,7 @@ def main(smk):
     p = smk.params
     problem, truth, sigma, ids = load_test_problem(smk.input, smk.wildcards, p.modality, p.problem)
     settings = json.loads(open(smk.input.tuning).read())["settings"]
-    models = load_partition_models(list(smk.input.models), slices=truth.shape[0])
+    models = load_partition_models(list(smk.input.models), slices=truth.shape[0], size=truth.shape[1:])
     volume, row, steps = run_dart(models, problem, truth, modality=p.modality, settings=settings, seed=p.seed,
                                   sigma=sigma)
     row = {"modality": p.modality, **ids, **row}

@@ -10,7 +10,7 @@ from physdiff.workflow import log, run_step
 def main(smk):
     p = smk.params
     problems = load_val_problems(smk.input, p.modality, p.problem, p.n_val)
-    models = load_partition_models(list(smk.input.models), slices=problems[0][1].shape[0])
+    models = load_partition_models(list(smk.input.models), slices=problems[0][1].shape[0], size=problems[0][1].shape[1:])
 
     def evaluate(settings):
         scores = [run_dart(models, problem, truth, modality=p.modality, settings=settings, seed=p.seed + i,

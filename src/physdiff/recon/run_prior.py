@@ -32,16 +32,26 @@ from physdiff.recon.tuning import tune_scalar
 log = logging.getLogger(__name__)
 
 
-def load_partition_models(paths: Sequence[str], *, slices: int | None = None) -> list[torch.nn.Module]:
-    """Load the G partition models (EMA weights, CPU); each file is checked by `load_model`.
+def load_partition_models(paths: Sequence[str], *, slices: int | None = None,
+                          size: Sequence[int] | None = None) -> list[torch.nn.Module]:
+    """Load the G partition models (EMA weights, CPU), each checked by `load_model`.
 
-    With `slices` (S of the volumes to reconstruct), G must divide into S.
+    With `slices` (S of the volumes to reconstruct) G must fit into S; with `size` (H, W) every
+    model must have been built for H x W slices. A mismatch is an InputError naming the file.
     """
     if not paths:
         raise InputError("no partition models given")
     if slices is not None and not 1 <= len(paths) <= slices:
         raise InputError(f"{len(paths)} partition models cannot split {slices} slices")
-    return [load_model(p)[0] for p in paths]
+    models = []
+    for path in paths:
+        model, meta = load_model(path)
+        built = meta["config"]["model"].get("image_size")
+        if size is not None and built is not None and (int(built), int(built)) != tuple(size):
+            raise InputError(f"{path}: the model was built for {built} x {built} slices, the volumes have "
+                             f"{size[0]} x {size[1]}; retrain it for this size (mri.size or stem.simulation.gpts)")
+        models.append(model)
+    return models
 
 
 def mri_problem(volume: np.ndarray, mask: np.ndarray, *, noise_std: float, seed: int, lam: float = 1.0,

@@ -24,7 +24,13 @@ def validation_inputs(wildcards):
             "solver_tuning": f"results/recon/mri/tuning/{mask}/{RECON['drift']['mri_solver']}.json",
         }
     val = [f"results/data/stem/val/{s}.npz" for s in recon_order([r for r in STEM_PLAN if r["split"] == "val"])]
-    return {"val": val[: RECON["n_val"]["stem"]], **prior_transform(wildcards)}
+    if not val:
+        raise WorkflowError("DART and DRIFT choose their settings on validation crystals, but stem.split.val gives none")
+    return {
+        "val": val[: RECON["n_val"]["stem"]],
+        "solver_tuning": f"results/recon/stem/tuning/{RECON['drift']['stem_solver']}.json",
+        **prior_transform(wildcards),
+    }
 
 
 def problem_params(modality):
@@ -144,7 +150,11 @@ def mri_test_inputs(wildcards):
 
 
 def stem_test_inputs(wildcards):
-    return {"sample": f"results/data/stem/{wildcards.split}/{wildcards.sample}.npz", "transform": rules.prior_data_stem.output.scale}
+    return {
+        "sample": f"results/data/stem/{wildcards.split}/{wildcards.sample}.npz",
+        "transform": rules.prior_data_stem.output.scale,
+        "solver_tuning": f"results/recon/stem/tuning/{RECON['drift']['stem_solver']}.json",
+    }
 
 
 rule reconstruct_dart_mri:

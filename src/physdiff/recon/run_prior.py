@@ -26,7 +26,7 @@ from physdiff.physics.mri import simulate_kspace
 from physdiff.recon.dart import dart
 from physdiff.recon.drift import drift, physics_only
 from physdiff.recon.problems import MRIProblem, STEMProblem
-from physdiff.recon.run import mri_params, peak_memory_mb
+from physdiff.recon.run import mri_params, peak_memory_mb, stem_params
 from physdiff.recon.tuning import tune_scalar
 
 log = logging.getLogger(__name__)
@@ -168,8 +168,11 @@ def build_problem(modality: str, cfg: dict, *, volume=None, mask=None, seed: int
         return mri_problem(volume, mask, noise_std=cfg["noise_std"], seed=seed, lam=cfg["lam"], solver=cfg["solver"],
                            solver_params=_mri_solver_params(solver_tuning, cfg["solver"], cfg["wavelet"]))
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    # the solver's weight as the baseline of that name was tuned; its iteration count is DRIFT's K
+    tuned = json.loads(Path(solver_tuning).read_text()) if solver_tuning else None
+    params = stem_params(cfg["solver"], cfg["solver_params"], tuned)
     return stem_problem(sample, transform, k=cfg["k"], sparsity=cfg["sparsity"], form=cfg["loss"],
-                        solver=cfg["solver"], solver_params=cfg["solver_params"], device=device)
+                        solver=cfg["solver"], solver_params=params, device=device)
 
 
 def load_test_problem(inputs, wildcards, modality: str, cfg: dict):
@@ -180,7 +183,8 @@ def load_test_problem(inputs, wildcards, modality: str, cfg: dict):
                                 seed=cfg["seed"] + int(wildcards.sample), solver_tuning=inputs.get("solver_tuning"))
         return problem, volume, None, {"dataset": wildcards.dataset, "sample": wildcards.sample, "mask": wildcards.mask}
     sample = load_sample(inputs.sample)
-    problem = build_problem("stem", cfg, sample=sample, transform=load_transform(inputs.transform))
+    problem = build_problem("stem", cfg, sample=sample, transform=load_transform(inputs.transform),
+                            solver_tuning=inputs.get("solver_tuning"))
     ids = {"dataset": "cubic" if wildcards.split == "test" else "hexagonal", "sample": wildcards.sample,
            "mask": "full", "crystal": str(sample["name"])}
     return problem, np.asarray(sample["potential"], np.float32), float(sample["sigma"]), ids
@@ -199,6 +203,7 @@ def load_val_problems(inputs, modality: str, cfg: dict, n_val: int) -> list[tupl
     out = []
     for path in list(inputs.val)[:n_val]:
         sample = load_sample(path)
-        out.append((build_problem("stem", cfg, sample=sample, transform=transform),
+        out.append((build_problem("stem", cfg, sample=sample, transform=transform,
+                                  solver_tuning=inputs.get("solver_tuning")),
                     np.asarray(sample["potential"], np.float32), float(sample["sigma"])))
     return out

@@ -39,7 +39,7 @@ rule figure5:
     # one thread, as the reconstruct rules: timings stay comparable with theirs and steadier on a busy machine
     threads: 1
     resources:
-        gpu=max(FIG5_G),
+        gpu=max(FIG5_G, default=1),
         mem_mb=8000,
         runtime=120,
     conda:

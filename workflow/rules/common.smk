@@ -187,3 +187,122 @@ def prior_outputs():
         if counts:
             out.append(f"results/figures/generated_{modality}.png")
     return out
+
+
+# --- DART and DRIFT ---------------------------------------------------------------------------
+
+DART_G = RECON["partitions"]
+
+
+def dart_models(wildcards):
+    G = DART_G[wildcards.modality]
+    return expand("results/prior/{m}/G{G}/g{g}/model.pt", m=wildcards.modality, G=G, g=range(G))
+
+
+def prior_transform(wildcards):
+    """The transform stored beside the 4D-STEM training potentials (MRI needs none)."""
+    return {"transform": rules.prior_data_stem.output.scale} if wildcards.modality == "stem" else {}
+
+
+def validation_inputs(wildcards):
+    if wildcards.modality == "mri":
+        mask = RECON["dart"]["mri_tune_mask"]
+        return {
+            "val": rules.prepare_mri.output.val,
+            "mask": f"results/data/mri/masks/{mask}.npy",
+            "solver_tuning": f"results/recon/mri/tuning/{mask}/{RECON['drift']['mri_solver']}.json",
+        }
+    val = [f"results/data/stem/val/{s}.npz" for s in recon_order([r for r in STEM_PLAN if r["split"] == "val"])]
+    if not val:
+        raise WorkflowError("DART and DRIFT choose their settings on validation crystals, but stem.split.val gives none")
+    return {
+        "val": val[: RECON["n_val"]["stem"]],
+        "solver_tuning": f"results/recon/stem/tuning/{RECON['drift']['stem_solver']}.json",
+        **prior_transform(wildcards),
+    }
+
+
+def problem_params(modality):
+    """What physdiff.recon.run_prior.build_problem needs, from the config."""
+    if modality == "mri":
+        return {
+            "noise_std": RECON["mri"]["noise_std"],
+            "seed": config["seed"],
+            "lam": RECON["dart"]["mri_lambda"],
+            "solver": RECON["drift"]["mri_solver"],
+            "wavelet": RECON["mri"]["cs_wavelet"],
+        }
+    return {
+        "k": RECON["dart"]["stem_k"],
+        "sparsity": RECON["dart"]["stem_sparsity"],
+        "loss": RECON["stem"]["loss"],
+        "solver": RECON["drift"]["stem_solver"],
+        "solver_params": RECON["stem"][RECON["drift"]["stem_solver"]],
+    }
+
+
+DART_BASE = {k: RECON["dart"][k] for k in ("sampler", "steps", "eta", "correction", "n_samples")}
+
+
+def mri_test_inputs(wildcards):
+    return {
+        "volumes": mri_volumes_of(wildcards),
+        "mask": f"results/data/mri/masks/{wildcards.mask}.npy",
+        "solver_tuning": f"results/recon/mri/tuning/{wildcards.mask}/{RECON['drift']['mri_solver']}.json",
+    }
+
+
+def stem_test_inputs(wildcards):
+    return {
+        "sample": f"results/data/stem/{wildcards.split}/{wildcards.sample}.npz",
+        "transform": rules.prior_data_stem.output.scale,
+        "solver_tuning": f"results/recon/stem/tuning/{RECON['drift']['stem_solver']}.json",
+    }
+
+
+def prior_recon_metrics():
+    """Every DART, DRIFT and physics-only metrics row of Tables 1 and 2."""
+    out = []
+    mri_sets = [("brats", MASK_IDS)] + ([("roots", RECON["mri"]["ood_masks"])] if MRI_CFG["ood"]["enabled"] else [])
+    for dataset, masks in mri_sets:
+        out += expand(
+            "results/recon/mri/{dataset}/{mask}/{method}/{sample}.json",
+            dataset=dataset, mask=masks, method=["dart", "drift", "drift_physics_only"], sample=mri_recon_samples(dataset),
+        )
+    for split in ("test", "ood"):
+        out += expand(
+            "results/recon/stem/{split}/{method}/{sample}.json",
+            split=split, method=["dart", "drift", "drift_physics_only"], sample=stem_recon_samples(split),
+        )
+    return out
+
+
+FIGURE_CASES = {
+    # figure: (MRI dataset, its mask, 4D-STEM split)
+    "figure3": ("brats", "gaussian_R4" if "gaussian_R4" in MASK_IDS else MASK_IDS[0], "test"),
+    "figure4": ("roots", RECON["mri"]["ood_masks"][0], "ood"),
+}
+PRIOR_METHODS = ["drift_physics_only", "dart", "drift"]
+
+
+def recon_figure_inputs(wildcards):
+    dataset, mask, split = FIGURE_CASES[wildcards.figure]
+    out = {}
+    if dataset == "brats" or MRI_CFG["ood"]["enabled"]:
+        sample = mri_recon_samples(dataset)[0]
+        paths = [f"results/recon/mri/{dataset}/{mask}/{m}/{sample}" for m in RECON["mri"]["methods"] + PRIOR_METHODS]
+        out.update(
+            mri_volumes=rules.prepare_mri.output.test if dataset == "brats" else rules.prepare_roots.output.ood,
+            mri_mask=f"results/data/mri/masks/{mask}.npy",
+            mri_recons=[f"{p}.npy" for p in paths],
+            mri_metrics=[f"{p}.json" for p in paths],
+        )
+    samples = stem_recon_samples(split)
+    if samples:
+        paths = [f"results/recon/stem/{split}/{m}/{samples[0]}" for m in RECON["stem"]["methods"] + PRIOR_METHODS]
+        out.update(
+            stem_sample=f"results/data/stem/{split}/{samples[0]}.npz",
+            stem_recons=[f"{p}.npy" for p in paths],
+            stem_metrics=[f"{p}.json" for p in paths],
+        )
+    return out

@@ -169,3 +169,15 @@ def test_loss_curve_has_validation_columns(tmp_path):
     assert lines[0] == "step,loss,val_loss,val_t50,val_t800"
     rows = np.genfromtxt(tmp_path / "loss.csv", delimiter=",", skip_header=1)
     assert np.isnan(rows[0, 2]) and rows[1, 2] == 0.7 and rows[2, 4] == 0.7
+
+
+def test_model_files_from_before_the_upsample_key_load_as_trained(tmp_path):
+    old_cfg = {k: v for k, v in TINY.items()}  # no "upsample" and no "image_size": the older layout
+    res = train_prior(_blobs(4), model_cfg={**old_cfg, "upsample": "interpolate_first"}, steps=1, batch_size=2,
+                      progress=False)
+    save_model(tmp_path / "model.pt", res)
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    del state["config"]["model"]["upsample"]
+    torch.save(state, tmp_path / "old.pt")
+    model, _ = load_model(tmp_path / "old.pt")
+    assert model.upsample_mode == "interpolate_first"

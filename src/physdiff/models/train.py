@@ -276,7 +276,8 @@ def load_model(path: str | os.PathLike, *, map_location="cpu") -> tuple[nn.Modul
     if missing or not isinstance(state.get("config"), dict) or "model" not in state["config"]:
         raise InputError(f"{path}: not a physdiff model file (needs 'ema' and 'config' with a 'model' entry)")
     try:
-        model = build_unet(state["config"]["model"])
+        # Files written before the `upsample` key existed were trained with interpolate-first.
+        model = build_unet({"upsample": "interpolate_first", **state["config"]["model"]})
     except (ConfigError, TypeError) as err:
         raise InputError(f"{path}: its model config cannot be built ({err})") from None
     _load_weights(model, state["ema"], Path(path), "ema")

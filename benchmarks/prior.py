@@ -222,23 +222,23 @@ def compare(rev: str, *, batch: int, slab: int, repeats: int) -> None:
 
 
 def lr_study_run(lr: float, warmup: int, steps: int, *, partition: int = 0, save: str | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, bf16: bool = False, temporal=(32, 16)) -> None:
     """Train MRI G=2 partition g for `steps` steps and print one row: lr, warm-up, validation loss, time."""
     from physdiff.models.train import save_model, train_prior
 
     root = Path(__file__).resolve().parents[1] / "results/data/mri/brats"
     lo, hi = 8 * partition, 8 * partition + 8
     train, val = np.load(root / "train.npy")[:, lo:hi], np.load(root / "val.npy")[:, lo:hi]
-    cfg = {**BASE, "temporal_attn_resolutions": (32, 16), "image_size": train.shape[-1]}
+    cfg = {**BASE, "temporal_attn_resolutions": tuple(temporal), "image_size": train.shape[-1]}
     w0, c0 = time.perf_counter(), time.process_time()
     res = train_prior(train, model_cfg=cfg, steps=steps, batch_size=4, grad_accum=1, lr=lr, warmup_steps=warmup,
-                      val_data=val, val_every=max(steps // 3, 1), seed=seed, progress=False)
+                      val_data=val, val_every=max(steps // 3, 1), seed=seed, progress=False, cpu_bf16=bf16)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     if save:
         save_model(save, res)
     vals = " / ".join(f"{r[1]:.4f}" for r in res.val_history)
     last = res.val_history[-1]
-    print(f"| {lr:g} | {warmup} | {steps} | {len(train)}/{len(val)} | {vals} | "
+    print(f"| {lr:g} | {warmup} | {steps} | {'bf16' if bf16 else 'fp32'}, slice attn {list(temporal)} | {len(train)}/{len(val)} | {vals} | "
           f"{' / '.join(f'{e:.3f}' for e in last[2:])} | "
           f"{np.mean([l for _, l in res.loss_history[-50:]]):.4f} | {wall:.0f} | {cpu:.0f} |", flush=True)
 
@@ -264,6 +264,8 @@ def main() -> None:
                     help="only run the learning-rate study (MRI G=2 g=0, results/data/mri/brats) for these rates")
     ap.add_argument("--study-warmup", type=int, default=100)
     ap.add_argument("--study-steps", type=int, default=300)
+    ap.add_argument("--study-bf16", action="store_true", help="bf16 autocast in the study runs")
+    ap.add_argument("--study-temporal", type=int, nargs="+", default=[32, 16], help="slice-attention sizes")
     ap.add_argument("--study-partition", type=int, default=0, help="g of G=2 for the study runs")
     ap.add_argument("--study-save", default=None, help="write the (last) study model's model.pt here")
     args = ap.parse_args()
@@ -272,11 +274,11 @@ def main() -> None:
         compare(args.compare, batch=args.batch, slab=args.slices // 2, repeats=args.repeats)
         return
     if args.lr_study:
-        print("| lr | warm-up | steps | train/val volumes | val eps L1 (EMA) at each check | at t=50/200/500/800 "
-              "| train loss, last 50 | wall s | CPU s |\n|---|---|---|---|---|---|---|---|---|")
+        print("| lr | warm-up | steps | precision, model | train/val volumes | val eps L1 (EMA) at each check | at t=50/200/500/800 "
+              "| train loss, last 50 | wall s | CPU s |\n|---|---|---|---|---|---|---|---|---|---|")
         for lr in args.lr_study:
             lr_study_run(lr, args.study_warmup, args.study_steps, partition=args.study_partition,
-                         save=args.study_save)
+                         save=args.study_save, bf16=args.study_bf16, temporal=args.study_temporal)
         return
     slab = args.slices // 2
     print(f"torch {torch.__version__}, {args.threads} thread(s), CUDA: {torch.cuda.is_available()}")

@@ -78,3 +78,25 @@ def to_latex(table: pd.DataFrame, caption: str) -> str:
     return ("\\begin{table}\n\\centering\n\\caption{" + esc(caption) + "}\n\\begin{tabular}{l"
             + "l" * (len(table.columns) - 1) + "}\n\\toprule\n" + head + " \\\\\n\\midrule\n" + body
             + "\n\\bottomrule\n\\end{tabular}\n\\end{table}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print Tables 1 and 2 from every metrics row under a results folder (complete or not)."""
+    import argparse
+    from pathlib import Path
+
+    from physdiff.metrics.tables import read_rows
+
+    ap = argparse.ArgumentParser(description="Tables 1 and 2 from the metrics rows found under a folder, "
+                                 "e.g. while a run is still going (the paper_tables rule waits for all).")
+    ap.add_argument("folder", nargs="?", default="results/recon")
+    args = ap.parse_args(argv)
+    paths = [p for p in sorted(Path(args.folder).rglob("*.json")) if "tuning" not in p.parts]
+    frame = read_rows(paths)
+    for name, title in (("table1", "Table 1: in distribution"), ("table2", "Table 2: out of distribution")):
+        print(to_markdown(paper_table(frame, name), f"{title}, SSIM mean ± std (N)"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

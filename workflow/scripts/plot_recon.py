@@ -5,12 +5,12 @@ import json
 import numpy as np
 
 from physdiff.data.stem_sim import load_sample
+from physdiff.data.transforms import IdentityTransform
 from physdiff.io import atomic_path
 from physdiff.metrics.paper_tables import LABELS
 from physdiff.physics.mri import simulate_kspace, zero_filled
 from physdiff.plots.recon import panel_image, plot_reconstructions
 from physdiff.recon.problems import STEMProblem
-from physdiff.data.transforms import IdentityTransform
 from physdiff.workflow import run_step
 
 

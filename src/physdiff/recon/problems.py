@@ -102,7 +102,8 @@ class MRIProblem:
 
     def simulate_observed(self, x: Any) -> np.ndarray:
         """The zero-filled image the same mask gives for a volume x: |F^-1 (M ⊙ F x)|."""
-        return np.abs(MRIForward(self.mask).A_adjoint(MRIForward(self.mask).A(np.asarray(x, np.float32))))
+        op = MRIForward(self.mask)
+        return np.abs(op.A_adjoint(op.A(np.asarray(x, np.float32))))
 
     def score(self, x: Any) -> float:
         """DRIFT's score (SPEC 5): mean per-slice SSIM of the two zero-filled images."""

@@ -147,10 +147,6 @@ def tune_drift_iterations(evaluate: Callable[[int], float], grid: Sequence[int],
     return result
 
 
-def volumes_from_prior(unit: np.ndarray, transform: Any) -> np.ndarray:
-    """Generated volumes in [0, 1] -> data units, with the transform stored beside the training data."""
-    return np.asarray(transform.decode(np.asarray(unit, np.float32)), np.float32)
-
 
 def _mri_solver_params(tuning_path: str | None, solver: str, wavelet: str) -> dict:
     """The DRIFT MRI solver's weight: the one the baseline of that name was tuned to for the mask."""

@@ -27,7 +27,7 @@ from skimage.metrics import structural_similarity
 
 from physdiff.data.transforms import IdentityTransform, PowerTransform
 from physdiff.errors import ConfigError, InputError
-from physdiff.physics.mri import MRIForward, check_mask, data_consistency, fft2c, zero_filled
+from physdiff.physics.mri import MRIForward, check_mask, data_consistency, zero_filled
 from physdiff.physics.multislice import MultisliceGeometry, MultisliceModel
 from physdiff.physics.stem_loss import data_loss, physics_step
 from physdiff.recon.mri_baselines import MRI_BASELINES
@@ -66,6 +66,8 @@ class MRIProblem:
         self.y, self.mask = y.astype(np.complex64), check_mask(mask, y.shape)
         self.lam, self.solver, self.solver_params = float(lam), solver, dict(solver_params or {})
         self.shape = tuple(y.shape)
+        self.op = MRIForward(self.mask)
+        self._observed = zero_filled(self.y, self.mask).astype(np.float32)
         self._y_torch: dict[torch.device, torch.Tensor] = {}
         self.last_info: dict = {}
         self.last_complex: np.ndarray | None = None
@@ -76,41 +78,42 @@ class MRIProblem:
         return self._y_torch[device]
 
     def residual(self, x: torch.Tensor) -> float:
-        """||M ⊙ F x - y|| of an image x (S, H, W)."""
-        k = fft2c(x.to(torch.complex64))
-        m = torch.from_numpy(np.broadcast_to(self.mask, self.shape).copy()).to(x.device)
-        return float(((k - self._y_on(x.device)) * m).abs().pow(2).sum().sqrt())
+        """||M ⊙ F x - M ⊙ y|| of an image x (S, H, W)."""
+        return float((self.op.A(x.to(torch.complex64)) - self._y_on(x.device) * self._mask_on(x.device)).norm())
 
-    def data_step(self, x: torch.Tensor) -> torch.Tensor:
-        """Eq. (4) on x (S, H, W): x <- |F^-1[F x - lam M ⊙ (F x - y)]|."""
+    def _mask_on(self, device: torch.device) -> torch.Tensor:
+        return self.op._mask_like(self._y_on(device), "k-space y")
+
+    def _consistent(self, x: torch.Tensor) -> torch.Tensor:
+        """Eq. (4) on x (S, H, W), complex: F^-1[F x - lam M ⊙ (F x - y)]; records the residuals."""
         before = self.residual(x)
         out = data_consistency(x.to(torch.complex64), self._y_on(x.device), self.mask, self.lam)
         self.last_info = {"residual_before": before, "residual_after": self.residual(out)}
-        return out.abs().to(x.dtype)
+        return out
+
+    def data_step(self, x: torch.Tensor) -> torch.Tensor:
+        """Eq. (4) on x (S, H, W), then the magnitude: x <- |F^-1[F x - lam M ⊙ (F x - y)]|."""
+        return self._consistent(x).abs().to(x.dtype)
 
     def finalize(self, x: torch.Tensor) -> np.ndarray:
         """Phi once more; the complex result is kept in `last_complex`, its magnitude is returned."""
-        before = self.residual(x)
-        out = data_consistency(x.to(torch.complex64), self._y_on(x.device), self.mask, self.lam)
-        self.last_info = {"residual_before": before, "residual_after": self.residual(out)}
-        self.last_complex = out.cpu().numpy()
+        self.last_complex = self._consistent(x).cpu().numpy()
         return np.abs(self.last_complex).astype(np.float32)
 
     def observed(self) -> np.ndarray:
-        """The zero-filled image |F^-1 y| (S, H, W)."""
-        return zero_filled(self.y, self.mask).astype(np.float32)
+        """The zero-filled image |F^-1 y| (S, H, W), computed once."""
+        return self._observed
 
     def simulate_observed(self, x: Any) -> np.ndarray:
         """The zero-filled image the same mask gives for a volume x: |F^-1 (M ⊙ F x)|."""
-        op = MRIForward(self.mask)
-        return np.abs(op.A_adjoint(op.A(np.asarray(x, np.float32))))
+        return np.abs(self.op.A_adjoint(self.op.A(np.asarray(x, np.float32))))
 
     def score(self, x: Any) -> float:
         """DRIFT's score (SPEC 5): mean per-slice SSIM of the two zero-filled images."""
         return _ssim_against(self.simulate_observed(x), self.observed())
 
     def naive_start(self) -> np.ndarray:
-        return self.observed()
+        return self.observed().copy()
 
     def solve(self, start: Any, n_iter: int) -> np.ndarray:
         """`n_iter` iterations of the configured baseline solver, started from `start`."""

@@ -36,7 +36,8 @@ def _measure(task: dict) -> dict:
     method = task["method"]
     if method in ("zero_filled", "cs_l1_wavelet", "tv", "projection"):
         tuned = json.loads(Path(task["tuning"][method]).read_text()) if method != "zero_filled" else None
-        params = mri_params(method, max_iter=task["max_iter"].get(method), tuned=tuned, wavelet=task["cfg"]["wavelet"])
+        params = mri_params(method, max_iter=task["max_iter"].get(method), tuned=tuned, wavelet=task["cfg"]["wavelet"],
+                            levels=task["cfg"]["levels"])
         _, row = reconstruct_mri(volume, mask, method=method, params=params, seed=seed)
         return {"wall_s": row["wall_s"], "peak_mb": peak_memory_mb(), "ssim": row["ssim"]}
     problem = build_problem("mri", task["cfg"], volume=volume, mask=mask, seed=seed,
@@ -76,7 +77,8 @@ def main() -> None:
     cfg = validate_config(yaml.safe_load(Path("config/config.yaml").read_text()))
     rc = cfg["recon"]
     problem_cfg = {"noise_std": rc["mri"]["noise_std"], "seed": cfg["seed"], "lam": rc["dart"]["mri_lambda"],
-                   "solver": rc["drift"]["mri_solver"], "wavelet": rc["mri"]["cs_wavelet"]}
+                   "solver": rc["drift"]["mri_solver"], "wavelet": rc["mri"]["cs_wavelet"],
+                   "levels": rc["mri"]["cs_levels"]}
     tuning = {m: str(res / f"recon/mri/tuning/{args.mask}/{m}.json") for m in ("cs_l1_wavelet", "tv", "projection")}
     settings = json.loads((res / "recon/mri/tuning/dart.json").read_text())["settings"]
     base = {"data": str(res / "data/mri/brats/test.npy"), "mask": str(res / f"data/mri/masks/{args.mask}.npy"),

@@ -231,6 +231,7 @@ def problem_params(modality):
             "lam": RECON["dart"]["mri_lambda"],
             "solver": RECON["drift"]["mri_solver"],
             "wavelet": RECON["mri"]["cs_wavelet"],
+            "levels": RECON["mri"]["cs_levels"],
         }
     return {
         "k": RECON["dart"]["stem_k"],

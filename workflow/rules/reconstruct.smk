@@ -22,6 +22,7 @@ rule tune_mri_baseline:
         max_iter=lambda wc: config["recon"]["mri"]["max_iter"][wc.method],
         n_val=config["recon"]["mri"]["n_val"],
         wavelet=config["recon"]["mri"]["cs_wavelet"],
+        levels=config["recon"]["mri"]["cs_levels"],
         noise_std=config["recon"]["mri"]["noise_std"],
         seed=config["seed"],
     threads: 1
@@ -53,6 +54,7 @@ rule reconstruct_baseline_mri:
     params:
         max_iter=lambda wc: config["recon"]["mri"]["max_iter"].get(wc.method),
         wavelet=config["recon"]["mri"]["cs_wavelet"],
+        levels=config["recon"]["mri"]["cs_levels"],
         noise_std=config["recon"]["mri"]["noise_std"],
         seed=config["seed"],
     threads: 1

@@ -15,7 +15,7 @@ def main(smk):
     mask = np.load(smk.input.mask)
     tuned = json.loads(open(smk.input.tuning).read()) if smk.input.tuning else None
     recon, row = reconstruct_mri(
-        np.asarray(volume), mask, method=wc.method, params=mri_params(wc.method, max_iter=p.max_iter, tuned=tuned, wavelet=p.wavelet),
+        np.asarray(volume), mask, method=wc.method, params=mri_params(wc.method, max_iter=p.max_iter, tuned=tuned, wavelet=p.wavelet, levels=p.levels),
         noise_std=p.noise_std, seed=p.seed + int(wc.sample),
     )
     row = {"modality": "mri", "dataset": wc.dataset, "sample": wc.sample, "mask": wc.mask, **row}

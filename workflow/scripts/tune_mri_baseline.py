@@ -14,7 +14,7 @@ def main(smk):
     mask = np.load(smk.input.mask)
     result = choose_lambda(
         method, volumes, mask, p.grid, noise_std=p.noise_std, seed=p.seed, max_extend=p.max_extend, show_pbar=True,
-        **mri_params(method, max_iter=p.max_iter, tuned=None, wavelet=p.wavelet),
+        **mri_params(method, max_iter=p.max_iter, tuned=None, wavelet=p.wavelet, levels=p.levels),
     )
     best, table = result["best"], result["table"]
     log.info("%s on %s: %s = %g (validation SSIM by value: %s)", method, smk.wildcards.mask,

@@ -32,9 +32,10 @@ def peak_memory_mb(device: str | torch.device | None = None) -> float:
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
-def mri_params(method: str, *, max_iter: int | None, tuned: dict | None, wavelet: str = "db4") -> dict[str, Any]:
-    """Keyword arguments of an MRI baseline: its iteration count, its tuned weight, CS's wavelet."""
-    params: dict[str, Any] = {"wave_name": wavelet} if method == "cs_l1_wavelet" else {}
+def mri_params(method: str, *, max_iter: int | None, tuned: dict | None, wavelet: str = "haar",
+               levels: int | None = 1) -> dict[str, Any]:
+    """Keyword arguments of an MRI baseline: its iteration count, its tuned weight, CS's wavelet and levels."""
+    params: dict[str, Any] = {"wave_name": wavelet, "levels": levels} if method == "cs_l1_wavelet" else {}
     if max_iter is not None and method != "zero_filled":
         params["n_iter" if method == "projection" else "max_iter"] = int(max_iter)
     if tuned is not None:

@@ -148,21 +148,22 @@ def tune_drift_iterations(evaluate: Callable[[int], float], grid: Sequence[int],
 
 
 
-def _mri_solver_params(tuning_path: str | None, solver: str, wavelet: str) -> dict:
+def _mri_solver_params(tuning_path: str | None, solver: str, wavelet: str, levels: int | None) -> dict:
     """The DRIFT MRI solver's weight: the one the baseline of that name was tuned to for the mask."""
     tuned = json.loads(Path(tuning_path).read_text()) if tuning_path else None
-    return mri_params(solver, max_iter=None, tuned=tuned, wavelet=wavelet)
+    return mri_params(solver, max_iter=None, tuned=tuned, wavelet=wavelet, levels=levels)
 
 
 def build_problem(modality: str, cfg: dict, *, volume=None, mask=None, seed: int = 0, sample: dict | None = None,
                   transform=None, solver_tuning: str | None = None):
     """The problem of one MRI volume (measured with `seed`) or one 4D-STEM sample, from the rule's params.
 
-    `cfg` holds: noise_std, lam, solver, wavelet (MRI); k, sparsity, loss, solver, solver_params (4D-STEM).
+    `cfg` holds: noise_std, lam, solver, wavelet, levels (MRI); k, sparsity, loss, solver, solver_params (4D-STEM).
     """
     if modality == "mri":
         return mri_problem(volume, mask, noise_std=cfg["noise_std"], seed=seed, lam=cfg["lam"], solver=cfg["solver"],
-                           solver_params=_mri_solver_params(solver_tuning, cfg["solver"], cfg["wavelet"]))
+                           solver_params=_mri_solver_params(solver_tuning, cfg["solver"], cfg["wavelet"],
+                                                                         cfg["levels"]))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # the solver's weight as the baseline of that name was tuned; its iteration count is DRIFT's K
     tuned = json.loads(Path(solver_tuning).read_text()) if solver_tuning else None

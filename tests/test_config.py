@@ -41,6 +41,8 @@ def test_defaults_fill_an_empty_config():
         ({"prior": {"partitions": {"mri": [40]}}}, "prior.partitions.mri", "G=40 exceeds"),
         ({"mri": {"size": [62, 64]}}, "prior.model.dim_mults", "divisible by 4"),
         ({"prior": {"sampling": {"sampler": "euler"}}}, "prior.sampling.sampler", "is not one of"),
+        ({"metrics": {"table3_counts": [4, 50]}}, "metrics.table3_counts", "[50] exceed the 8 volumes"),
+        ({"recon": {"mri": {"cs_levels": 0}}}, "recon.mri.cs_levels", "less than the minimum"),
     ],
 )
 def test_schema_rejects_bad_config_naming_the_key(bad, key, expected):

@@ -134,6 +134,11 @@ def _check_semantics(cfg: dict) -> None:
                 f"config key 'recon.partitions.{modality}': DART and DRIFT need a trained G, one of "
                 f"prior.partitions.{modality} = {prior['partitions'][modality]}, got {cfg['recon']['partitions'][modality]}"
             )
+    n_gen = prior["generate"]["n_volumes"]
+    too_many = [c for c in cfg["metrics"]["table3_counts"] if c > n_gen]
+    if too_many:
+        problems.append(f"config key 'metrics.table3_counts': {too_many} exceed the {n_gen} volumes generated per "
+                        "setting (prior.generate.n_volumes)")
     if cfg["recon"]["dart"]["mri_tune_mask"] not in built:
         problems.append(f"config key 'recon.dart.mri_tune_mask': mask '{cfg['recon']['dart']['mri_tune_mask']}' "
                         f"is not built by mri.masks (built: {sorted(built)})")

@@ -38,6 +38,20 @@ def test_bounded_extension_reports_on_edge_with_a_warning(caplog):
     assert "lam" in caplog.text and "edge" in caplog.text
 
 
+def test_zero_bound_is_tried_when_the_smallest_weight_still_wins():
+    # a penalty that only hurts: score falls with the weight, so the best weight is 0 itself
+    hurts = tune_scalar(lambda v: -v, [1e-3, 1e-2], max_extend=2, zero=True, name="sparsity")
+    assert hurts["best"] == 0.0 and not hurts["on_edge"]
+    assert hurts["table"][0] == {"value": 0.0, "score": 0.0}
+    # an interior optimum is not disturbed, and 0 is never tried for it
+    inside = tune_scalar(peaked(3e-3), [1e-3, 3e-3, 1e-2], zero=True)
+    assert inside["best"] == pytest.approx(3e-3) and 0.0 not in [r["value"] for r in inside["table"]]
+    # 0 is tried but loses when a small positive weight helps; the winner then lies between 0 and the grid
+    helps = tune_scalar(lambda v: -abs(math.log10(v + 1e-12) + 4), [1e-3, 1e-2], max_extend=1, zero=True)
+    assert helps["best"] == pytest.approx(1e-4) and not helps["on_edge"]
+    assert [r["value"] for r in helps["table"]][0] == 0.0
+
+
 def test_bad_grids_raise_config_error():
     with pytest.raises(ConfigError):
         tune_scalar(peaked(1.0), [])

@@ -150,7 +150,8 @@ def tune_stem_baseline(samples: list[dict], *, method: str, grid: list[float], m
         n_iter_of[value], mean = best_prefix(histories)
         return mean
 
-    result = tune_scalar(score, grid, max_extend=max_extend, refine=refine, name=f"{method} {STEM_TUNED_PARAM[method]}")
+    result = tune_scalar(score, grid, max_extend=max_extend, refine=refine, zero=method == "sparse_decomposition",
+                         name=f"{method} {STEM_TUNED_PARAM[method]}")
     return {"method": method, "param": STEM_TUNED_PARAM[method], "value": result["best"],
             "n_iter": n_iter_of[result["best"]], "ssim_mean": result["score"], "on_edge": result["on_edge"],
             "table": [{"value": r["value"], "ssim_mean": r["score"], "n_iter": n_iter_of[r["value"]]}

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def tune_scalar(score_fn: Callable[[float], float], grid: Sequence[float], *, max_extend: int = 3,
                 refine: int = 1, factor: float | None = None, lower: float = 0.0,
-                upper: float = math.inf, name: str = "value") -> dict:
+                upper: float = math.inf, zero: bool = False, name: str = "value") -> dict:
     """Maximise score_fn over a positive scalar: grid, geometric extension past edges, refinement.
 
     1. Score every value of `grid` (positive, any order).
@@ -29,6 +29,9 @@ def tune_scalar(score_fn: Callable[[float], float], grid: Sequence[float], *, ma
        extensions were made, score best / factor (best * factor); values outside (lower, upper)
        are not tried, which ends the extension on that side.
     3. `refine` times, score the geometric midpoints between the best value and its neighbours.
+    4. With `zero` (a weight whose natural bound is 0, such as an L1 weight), if the smallest
+       value tried still wins, score 0 itself: a winning 0 is the bound of the domain, not an
+       unsearched edge (the penalty does not help on this data).
     `factor` defaults to the grid's largest ratio between neighbours (3 for [0.001, 0.003, ...]),
     2 for a one-value grid. Ties go to the value scored first; NaN scores never win.
 
@@ -74,8 +77,10 @@ def tune_scalar(score_fn: Callable[[float], float], grid: Sequence[float], *, ma
         for j in (i - 1, i + 1):
             if 0 <= j < len(tried):
                 score(math.sqrt(b * tried[j]))
+    if zero and best() == min(scores):
+        score(0.0)
     b, tried = best(), sorted(scores)
-    on_edge = len(tried) > 1 and b in (tried[0], tried[-1])
+    on_edge = len(tried) > 1 and b in (tried[0], tried[-1]) and b != 0.0
     if on_edge:
         log.warning("tuning '%s': the best value %g is on the edge of the values tried (%g..%g); "
                     "the optimum may lie beyond it", name, b, tried[0], tried[-1])

@@ -69,6 +69,21 @@ def test_dart_rejects_an_unknown_correction(mri_case):
     truth, mask, y = mri_case
     with pytest.raises(ConfigError, match="correction"):
         dart(oracle_models(truth, 1), MRIProblem(y, mask), correction="both", progress=False)
+    with pytest.raises(ConfigError, match="recon.dart.seam"):
+        dart(oracle_models(truth, 2), MRIProblem(y, mask), seam="blend", progress=False)
+
+
+def test_dart_seam_overlap_changes_the_boundary_slices_and_keeps_the_measured_lines(mri_case):
+    truth, mask, y = mri_case
+    models = oracle_models(truth, 2)
+    runs = {}
+    for seam in ("none", "overlap"):
+        problem = MRIProblem(y, mask)
+        runs[seam] = dart(models, problem, steps=5, seam=seam, seed=1, progress=False).volume
+        np.testing.assert_allclose(fft2c(problem.last_complex)[:, mask], y[:, mask], atol=1e-5)
+    change = np.abs(runs["overlap"] - runs["none"]).mean(axis=(1, 2))
+    # the blended window of slab length spans slices 2..5 around the boundary at 4; the outer slices keep their eps
+    assert change[3:5].min() > 10 * max(change[0], change[-1])
 
 
 @pytest.mark.slow

@@ -242,7 +242,7 @@ def problem_params(modality):
     }
 
 
-DART_BASE = {k: RECON["dart"][k] for k in ("sampler", "steps", "eta", "correction", "n_samples")}
+DART_BASE = {k: RECON["dart"][k] for k in ("sampler", "steps", "eta", "correction", "n_samples", "seam")}
 
 
 def mri_test_inputs(wildcards):

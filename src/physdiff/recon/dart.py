@@ -35,14 +35,18 @@ class DARTResult:
 
 def dart(models: Sequence[Callable], problem, *, sampler: str = "ddim", steps: int = 50, eta: float = 1.0,
          correction: str = "x0", n_samples: int = 1, seed: int = 0, devices: Sequence | None = None,
-         progress: bool = True) -> DARTResult:
+         seam: str = "none", progress: bool = True) -> DARTResult:
     """Reconstruct one measurement with DART; `models[g]` is partition g's eps network.
 
     `n_samples` > 1 runs that many chains side by side and averages them in data units before
-    the final physics step. The noise is seeded by `seed`.
+    the final physics step. The noise is seeded by `seed`. `seam` is the partitioned sampler's
+    seam handling ("none": plain stacking; "overlap": eps blended across partition boundaries,
+    `physdiff.models.sampling`).
     """
     if correction not in ("x0", "xt"):
         raise ConfigError(f"recon.dart.correction must be 'x0' or 'xt', got {correction!r}")
+    if seam not in ("none", "overlap"):
+        raise ConfigError(f"recon.dart.seam must be 'none' or 'overlap', got {seam!r}")
     if n_samples < 1:
         raise ConfigError(f"recon.dart.n_samples must be >= 1, got {n_samples}")
     transform, log = problem.transform, []
@@ -60,7 +64,7 @@ def dart(models: Sequence[Callable], problem, *, sampler: str = "ddim", steps: i
     hook = {"x0_correction" if correction == "x0" else "xt_correction": physics}
     start = time.perf_counter()
     x = reverse_diffusion(models, (n_samples, *problem.shape), sampler=sampler, steps=steps, eta=eta, seed=seed,
-                          devices=devices, progress=progress, **hook)
+                          devices=devices, progress=progress, seam=seam, **hook)
     volume = transform.decode(x).mean(0)  # (S, H, W) in data units
     final = problem.finalize(volume)
     log.append({"t": -1, "chain": -1, **problem.last_info})

@@ -87,7 +87,7 @@ def run_dart(models, problem, truth: np.ndarray, *, modality: str, settings: dic
         torch.cuda.reset_peak_memory_stats()
     result = dart(models, problem, sampler=settings["sampler"], steps=settings["steps"], eta=settings["eta"],
                   correction=settings["correction"], n_samples=settings.get("n_samples", 1), seed=seed,
-                  progress=progress)
+                  seam=settings.get("seam", "none"), progress=progress)
     row = _row(modality, "dart", result.volume, truth, sigma, result.seconds, device,
                iterations=settings["steps"], partitions=len(models),
                **{f"param_{k}": v for k, v in settings.items()})

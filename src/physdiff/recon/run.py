@@ -125,8 +125,9 @@ def tune_stem_baseline(samples: list[dict], *, method: str, grid: list[float], m
     iterations, the phase-projection SSIM of each iterate is recorded by the callback, and the
     iteration count with the best mean SSIM (`best_prefix`) gives that value's score: the count is
     the early-stopping rule SPEC 10 asks for, chosen on validation data. Returns {"method",
-    "param", "value", "n_iter", "ssim_mean", "on_edge", "table": [{"value", "ssim_mean",
-    "n_iter"}]}.
+    "param", "value", "n_iter", "ssim_mean", "on_edge", "n_iter_on_edge", "table": [{"value",
+    "ssim_mean", "n_iter"}]}; n_iter_on_edge says the chosen count is `max_iter` itself, so a longer
+    run might score higher.
     """
     from physdiff.recon.tuning import best_prefix, tune_scalar
 
@@ -154,6 +155,7 @@ def tune_stem_baseline(samples: list[dict], *, method: str, grid: list[float], m
                          name=f"{method} {STEM_TUNED_PARAM[method]}")
     return {"method": method, "param": STEM_TUNED_PARAM[method], "value": result["best"],
             "n_iter": n_iter_of[result["best"]], "ssim_mean": result["score"], "on_edge": result["on_edge"],
+            "n_iter_on_edge": n_iter_of[result["best"]] == max_iter,
             "table": [{"value": r["value"], "ssim_mean": r["score"], "n_iter": n_iter_of[r["value"]]}
                       for r in result["table"]]}
 

@@ -1,0 +1,67 @@
+"""DART with plain stacked partitions against seam-aware (overlap) sampling, on the MRI validation split.
+
+    python benchmarks/dart_seams.py [--results results] [--n-val 4]
+
+Runs DART with the settings `tune_dart` chose (results/recon/mri/tuning/dart.json), once with
+`seam="none"` and once with `seam="overlap"`, on the first validation volumes measured with the
+DART tuning mask, and prints per setting the mean validation SSIM, the seam ratio at the
+partition boundaries (`physdiff.metrics.seams`; real volumes give about 1), the ratio of the real
+validation volumes, and the seconds per volume. This is the measurement behind
+`recon.dart.seam`. Needs the default pipeline's data, tuning files and G = recon.partitions.mri
+partition models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import yaml
+
+from physdiff.config import validate_config
+from physdiff.metrics.seams import seam_ratio
+from physdiff.recon.run_prior import load_partition_models, load_val_problems, run_dart
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="results")
+    parser.add_argument("--config", default="config/config.yaml")
+    parser.add_argument("--n-val", type=int, default=4)
+    args = parser.parse_args()
+    res = Path(args.results)
+    cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
+    rc = cfg["recon"]
+    G, mask = rc["partitions"]["mri"], rc["dart"]["mri_tune_mask"]
+    tuning = res / "recon/mri/tuning/dart.json"
+    settings = json.loads(tuning.read_text())["settings"]
+    inputs = SimpleNamespace(val=res / "data/mri/brats/val.npy", mask=res / f"data/mri/masks/{mask}.npy",
+                             get=lambda key, default=None: None)
+    problem_cfg = {"noise_std": rc["mri"]["noise_std"], "seed": cfg["seed"], "lam": rc["dart"]["mri_lambda"],
+                   "solver": rc["drift"]["mri_solver"], "wavelet": rc["mri"]["cs_wavelet"], "levels": rc["mri"]["cs_levels"]}
+    problems = load_val_problems(inputs, "mri", problem_cfg, args.n_val)
+    S = problems[0][1].shape[0]
+    models = load_partition_models([str(res / f"prior/mri/G{G}/g{g}/model.pt") for g in range(G)], slices=S,
+                                   size=problems[0][1].shape[1:])
+    boundaries = [g * S // G for g in range(1, G)]
+    truths = np.stack([truth for _, truth, _ in problems])
+    print(f"{len(problems)} validation volumes {truths.shape[1:]}, mask {mask}, G = {G}, settings from {tuning}: "
+          f"{settings}; real seam ratio {seam_ratio(truths, boundaries):.2f}", flush=True)
+    for seam in ("none", "overlap"):
+        start, volumes, scores = time.perf_counter(), [], []
+        for i, (problem, truth, _) in enumerate(problems):
+            volume, row, _ = run_dart(models, problem, truth, modality="mri", settings={**settings, "seam": seam},
+                                      seed=cfg["seed"] + i, progress=False)
+            volumes.append(volume)
+            scores.append(row["ssim"])
+        seconds = (time.perf_counter() - start) / len(problems)
+        print(f"seam={seam:8} validation SSIM {np.mean(scores):.4f} ± {np.std(scores):.4f}  seam ratio "
+              f"{seam_ratio(np.stack(volumes), boundaries):.2f}  {seconds:.1f} s per volume", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -179,7 +179,7 @@ def test_table3_scores_each_setting_and_count_and_names_missing_networks(tmp_pat
     extractors = {"i3d": _slice_means, "videomae": "not configured (set metrics.videomae_checkpoint)",
                   "vjepa": "not configured (set metrics.vjepa_checkpoint)"}
     frame = table3_frame(real, generated, [4, 8], extractors, n_boot=20, seed=0)
-    assert len(frame) == 2 * 2 * 4
+    assert len(frame) == 1 + 2 * 2 * 5  # the real volumes' seam ratio, then 2 sets x 2 counts x 5 columns
     fvd = frame[(frame.metric == "FVD-i3D") & (frame.G == 2) & (frame["count"] == 8)].iloc[0]
     assert fvd.value == pytest.approx(frechet_distance(_slice_means(real), _slice_means(generated[2])))
     assert (fvd.n_real, fvd.n_gen) == (6, 8) and fvd.ci_lo <= fvd.ci_hi
@@ -193,6 +193,27 @@ def test_table3_scores_each_setting_and_count_and_names_missing_networks(tmp_pat
     assert "| 2 partition models, slabs stacked | 8 | 6 |" in md
     assert "not configured (set metrics.vjepa_checkpoint)" in md
     assert r"not configured (set metrics.vjepa\_checkpoint)" in (tmp_path / "t.tex").read_text()
+
+
+def test_table3_seam_ratio_tells_a_seamed_stack_from_a_smooth_one(tmp_path):
+    # smooth volumes: every slice a small step from the last; the "plain" stack jumps at slice 4
+    rng = np.random.default_rng(12)
+    base = rng.uniform(size=(6, 1, 5, 5))
+    ramp = np.linspace(0.0, 0.1, 8)[None, :, None, None]
+    real, blended = base + ramp, base[::-1] + ramp
+    plain = blended.copy()
+    plain[:, 4:] += 0.5
+    frame = table3_frame(real, {1: real[::-1].copy(), (2, "overlap"): blended, (2, "none"): plain}, [6],
+                         {"i3d": _slice_means}, n_boot=20, seed=0)
+    seam = frame[frame.metric == "seam ratio"].set_index("setting")
+    assert seam.loc["real (held out)", "value"] == pytest.approx(1.0)
+    assert seam.loc["2 partition models, overlapping seams (ours)", "value"] == pytest.approx(1.0)
+    assert seam.loc["2 partition models, slabs stacked", "value"] > 10
+    plain_row = seam.loc["2 partition models, slabs stacked"]
+    assert plain_row.ci_lo <= plain_row.value <= plain_row.ci_hi
+    write_table3(frame, tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "t.tex")
+    md = (tmp_path / "t.md").read_text()
+    assert "| real (held out) | 6 | 6 | - | - |" in md and "seam ratio |" in md
 
 
 def test_table3_refuses_counts_beyond_the_generated_volumes():

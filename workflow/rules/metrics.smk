@@ -26,8 +26,17 @@ rule fetch_i3d:
 rule table3:
     input:
         real=rules.prepare_mri.output.test,
-        # one set of generated MRI volumes per partition count G
+        # one set of generated MRI volumes per partition count G (sampled with prior.sampling.seam)
         generated=expand("results/generated/mri/G{G}.npy", G=config["prior"]["partitions"]["mri"]),
+        # and each G >= 2 stack sampled plainly too, when the seam mode is not already none
+        plain=expand(
+            "results/generated/mri/G{G}_seam-none.npy",
+            G=[
+                G
+                for G in config["prior"]["partitions"]["mri"]
+                if G >= 2 and config["prior"]["sampling"]["seam"] != "none"
+            ],
+        ),
         # the user's checkpoint if configured, else the one fetch_i3d downloads
         i3d=lambda wc: (config.get("metrics") or {}).get("i3d_checkpoint") or rules.fetch_i3d.output.ckpt,
     output:
@@ -40,6 +49,7 @@ rule table3:
         "results/benchmarks/metrics/table3.tsv"
     params:
         partitions=config["prior"]["partitions"]["mri"],
+        seam=config["prior"]["sampling"]["seam"],
         metrics=config.get("metrics") or {},
         seed=config["seed"],
     threads: 2

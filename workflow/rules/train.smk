@@ -95,6 +95,22 @@ rule generate:
         "../scripts/generate.py"
 
 
+# The same partition models sampled with plain stacked slabs, for Table 3's comparison of the
+# paper's stacking with the seam-aware sampling (only needed when prior.sampling.seam is not none).
+use rule generate as generate_plain with:
+    output:
+        "results/generated/{modality}/G{G}_seam-none.npy",
+    log:
+        "results/logs/generated/{modality}/G{G}_seam-none.log",
+    benchmark:
+        "results/benchmarks/generated/{modality}/G{G}_seam-none.tsv"
+    params:
+        shape=volume_shape,
+        sampling={**config["prior"]["sampling"], "seam": "none"},
+        generate=config["prior"]["generate"],
+        seed=config["seed"],
+
+
 rule plot_generated:
     input:
         real=prior_training_data,

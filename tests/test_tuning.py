@@ -63,3 +63,29 @@ def test_nan_scores_never_win_and_best_prefix_picks_the_peak():
     result = tune_scalar(lambda v: float("nan") if v > 0.5 else v, [0.1, 0.2, 1.0], max_extend=0, refine=0)
     assert result["best"] == 0.2
     assert best_prefix([[0.1, 0.5, 0.3], [0.2, 0.4]]) == (2, pytest.approx(0.45))
+
+
+def test_stem_iteration_cap_is_doubled_while_the_best_count_sits_on_it(monkeypatch):
+    import numpy as np
+    import torch
+
+    import physdiff.recon.run as run
+
+    truth = np.random.default_rng(0).uniform(0, 50, size=(2, 16, 16)).astype(np.float32)
+    calls = []
+
+    def fake_baseline(intensities, geometry, *, n_iter, callback, **kwargs):
+        # the reconstruction improves for 30 iterations, then stays put: the best count is 30
+        calls.append(n_iter)
+        for it in range(n_iter):
+            callback(it, torch.from_numpy(truth * min(1.0, (it + 1) / 30)), 0.0)
+
+    monkeypatch.setitem(run.STEM_BASELINES, "torchslice", fake_baseline)
+    monkeypatch.setattr(run.MultisliceGeometry, "from_sample", classmethod(lambda cls, s: None))
+    sample = {"potential": truth, "sigma": 0.01, "intensities": None}
+    found = run.tune_stem_baseline([sample], method="torchslice", grid=[1.0], max_iter=10, max_extend=2)
+    assert (found["n_iter"], found["max_iter"], found["n_iter_on_edge"]) == (30, 40, False)
+    # every value tried runs to the cap of 10; only the best one is run again, with the cap doubled
+    assert set(calls[:-2]) == {10} and calls[-2:] == [20, 40]
+    capped = run.tune_stem_baseline([sample], method="torchslice", grid=[1.0], max_iter=10, max_extend=1)
+    assert (capped["n_iter"], capped["max_iter"], capped["n_iter_on_edge"]) == (20, 20, True)

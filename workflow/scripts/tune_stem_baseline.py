@@ -24,8 +24,8 @@ def main(smk):
         log.warning("%s: %s = %g is still the edge of the values tried; widen recon.stem.tuning.grids.%s",
                     method, result["param"], result["value"], method)
     if result["n_iter_on_edge"]:
-        log.warning("%s: the best iteration count is the cap itself (%d); raise recon.stem.tuning.max_iter.%s",
-                    method, result["n_iter"], method)
+        log.warning("%s: the best iteration count is still the cap itself (%d, after doubling it); raise "
+                    "recon.stem.tuning.max_iter.%s or max_extend", method, result["n_iter"], method)
     save_json(smk.output[0], {**result, "n_val": len(samples), "samples": [str(s) for s in smk.input]})
 
 

@@ -22,8 +22,8 @@ from types import SimpleNamespace
 import numpy as np
 import yaml
 
-from physdiff.config import validate_config
-from physdiff.metrics.seams import seam_ratio
+from physdiff.config import mri_problem_config, validate_config
+from physdiff.metrics.seams import partition_boundaries, seam_ratio
 from physdiff.recon.run_prior import load_partition_models, load_val_problems, run_dart
 
 
@@ -41,13 +41,12 @@ def main() -> None:
     settings = json.loads(tuning.read_text())["settings"]
     inputs = SimpleNamespace(val=res / "data/mri/brats/val.npy", mask=res / f"data/mri/masks/{mask}.npy",
                              get=lambda key, default=None: None)
-    problem_cfg = {"noise_std": rc["mri"]["noise_std"], "seed": cfg["seed"], "lam": rc["dart"]["mri_lambda"],
-                   "solver": rc["drift"]["mri_solver"], "wavelet": rc["mri"]["cs_wavelet"], "levels": rc["mri"]["cs_levels"]}
+    problem_cfg = mri_problem_config(cfg)
     problems = load_val_problems(inputs, "mri", problem_cfg, args.n_val)
     S = problems[0][1].shape[0]
     models = load_partition_models([str(res / f"prior/mri/G{G}/g{g}/model.pt") for g in range(G)], slices=S,
                                    size=problems[0][1].shape[1:])
-    boundaries = [g * S // G for g in range(1, G)]
+    boundaries = partition_boundaries(S, G)
     truths = np.stack([truth for _, truth, _ in problems])
     print(f"{len(problems)} validation volumes {truths.shape[1:]}, mask {mask}, G = {G}, settings from {tuning}: "
           f"{settings}; real seam ratio {seam_ratio(truths, boundaries):.2f}", flush=True)

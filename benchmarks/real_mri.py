@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from physdiff.config import validate_config
+from physdiff.config import mri_problem_config, validate_config
 from physdiff.data.mri_prep import preprocess_volume
 from physdiff.data.nifti import load_volume
 from physdiff.metrics.ssim import ssim_volume
@@ -58,9 +58,7 @@ def main() -> None:
     models = load_partition_models([str(res / f"prior/mri/G{G}/g{g}/model.pt") for g in range(G)],
                                    slices=mri["n_slices"], size=mri["size"])
     settings = json.loads((res / "recon/mri/tuning/dart.json").read_text())["settings"]
-    problem_cfg = {"noise_std": rc["mri"]["noise_std"], "seed": cfg["seed"], "lam": rc["dart"]["mri_lambda"],
-                   "solver": rc["drift"]["mri_solver"], "wavelet": rc["mri"]["cs_wavelet"],
-                   "levels": rc["mri"]["cs_levels"]}
+    problem_cfg = mri_problem_config(cfg)
     print(f"mask {args.mask}, DART G = {G} with {settings}", flush=True)
     for name, raw in volumes.items():
         truth = preprocess_volume(raw, n_slices=mri["n_slices"], size=mri["size"], margin=mri["crop_margin"])

@@ -71,14 +71,12 @@ def main() -> None:
 
     import yaml
 
-    from physdiff.config import validate_config
+    from physdiff.config import mri_problem_config, validate_config
 
     res = Path(args.results)
     cfg = validate_config(yaml.safe_load(Path("config/config.yaml").read_text()))
     rc = cfg["recon"]
-    problem_cfg = {"noise_std": rc["mri"]["noise_std"], "seed": cfg["seed"], "lam": rc["dart"]["mri_lambda"],
-                   "solver": rc["drift"]["mri_solver"], "wavelet": rc["mri"]["cs_wavelet"],
-                   "levels": rc["mri"]["cs_levels"]}
+    problem_cfg = mri_problem_config(cfg)
     tuning = {m: str(res / f"recon/mri/tuning/{args.mask}/{m}.json") for m in ("cs_l1_wavelet", "tv", "projection")}
     settings = json.loads((res / "recon/mri/tuning/dart.json").read_text())["settings"]
     base = {"data": str(res / "data/mri/brats/test.npy"), "mask": str(res / f"data/mri/masks/{args.mask}.npy"),

@@ -162,6 +162,13 @@ def center_fraction(cfg: dict, acceleration: int) -> float:
     return float(table[str(acceleration)])
 
 
+def mri_problem_config(cfg: dict) -> dict:
+    """What `physdiff.recon.run_prior.build_problem` needs for MRI, from a validated config."""
+    rc = cfg["recon"]
+    return {"noise_std": rc["mri"]["noise_std"], "seed": cfg["seed"], "lam": rc["dart"]["mri_lambda"],
+            "solver": rc["drift"]["mri_solver"], "wavelet": rc["mri"]["cs_wavelet"], "levels": rc["mri"]["cs_levels"]}
+
+
 def load_config(path: str | Path) -> dict:
     """Read and validate a YAML config file."""
     path = Path(path)

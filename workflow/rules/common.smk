@@ -6,7 +6,7 @@ from snakemake.exceptions import WorkflowError
 # environment, where it is not installed, find it through the symlink workflow/scripts/physdiff,
 # since Snakemake puts each script's folder on sys.path.
 
-from physdiff.config import validate_config, center_fraction
+from physdiff.config import validate_config, center_fraction, mri_problem_config
 from physdiff.errors import PhysdiffError
 
 try:
@@ -225,14 +225,7 @@ def validation_inputs(wildcards):
 def problem_params(modality):
     """What physdiff.recon.run_prior.build_problem needs, from the config."""
     if modality == "mri":
-        return {
-            "noise_std": RECON["mri"]["noise_std"],
-            "seed": config["seed"],
-            "lam": RECON["dart"]["mri_lambda"],
-            "solver": RECON["drift"]["mri_solver"],
-            "wavelet": RECON["mri"]["cs_wavelet"],
-            "levels": RECON["mri"]["cs_levels"],
-        }
+        return mri_problem_config(config)
     return {
         "k": RECON["dart"]["stem_k"],
         "sparsity": RECON["dart"]["stem_sparsity"],

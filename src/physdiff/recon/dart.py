@@ -21,7 +21,7 @@ import torch
 
 from physdiff.errors import ConfigError
 from physdiff.models.diffusion import to_data, to_network
-from physdiff.models.sampling import reverse_diffusion
+from physdiff.models.sampling import SEAMS, reverse_diffusion
 
 
 @dataclass
@@ -45,8 +45,8 @@ def dart(models: Sequence[Callable], problem, *, sampler: str = "ddim", steps: i
     """
     if correction not in ("x0", "xt"):
         raise ConfigError(f"recon.dart.correction must be 'x0' or 'xt', got {correction!r}")
-    if seam not in ("none", "overlap"):
-        raise ConfigError(f"recon.dart.seam must be 'none' or 'overlap', got {seam!r}")
+    if seam not in SEAMS:
+        raise ConfigError(f"recon.dart.seam must be one of {SEAMS}, got {seam!r}")
     if n_samples < 1:
         raise ConfigError(f"recon.dart.n_samples must be >= 1, got {n_samples}")
     transform, log = problem.transform, []

@@ -59,7 +59,8 @@ def test_ema_weights_keep_up_with_a_short_run():
     gen = torch.Generator().manual_seed(1)
     t = torch.randint(0, 1000, (8,), generator=gen)
     z = torch.randn(x0.shape, generator=gen)
-    xt = GaussianDiffusion().q_sample(x0, t, z)
+    dev = next(res.ema_model.parameters()).device  # CUDA where there is one
+    xt, t, z = (v.to(dev) for v in (GaussianDiffusion().q_sample(x0, t, z), t, z))
     with torch.no_grad():
         err_ema = (res.ema_model.eval()(xt, t) - z).abs().mean().item()
         err_online = (res.model.eval()(xt, t) - z).abs().mean().item()
@@ -100,7 +101,7 @@ def test_saved_model_loads_ema_weights(tmp_path):
     model, meta = load_model(tmp_path / "model.pt")
     assert meta["step"] == 2 and meta["data_fingerprint"] == res.data_fingerprint
     for p, q in zip(model.state_dict().values(), res.ema_model.state_dict().values()):
-        assert torch.equal(p, q)
+        assert torch.equal(p, q.cpu())
     assert not model.training
 
 

@@ -82,3 +82,12 @@ def test_unused_attention_is_not_built_when_the_image_size_is_known():
     torch.testing.assert_close(exact(x, t), lazy(x, t))
     with pytest.raises(ConfigError, match="image_size=16"):
         exact(torch.randn(1, 1, 3, 8, 8), t)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_attention_in_chunks_equals_one_call(monkeypatch):
+    from physdiff.models import unet
+
+    monkeypatch.setattr(unet, "CUDA_ATTENTION_CHUNK", 16)  # 40 sequences x 2 heads -> chunks of 8
+    q, k, v = torch.randn(3, 40, 2, 8, 16, device="cuda").unbind(0)
+    torch.testing.assert_close(unet._attend(q, k, v), torch.nn.functional.scaled_dot_product_attention(q, k, v))

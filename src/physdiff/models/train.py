@@ -173,7 +173,8 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
         gen = torch.Generator().manual_seed(seed)
         step, history, val_history, resumed_from = 0, [], [], 0
         if checkpoint_path is not None and Path(checkpoint_path).exists():
-            ckpt = load_checkpoint(checkpoint_path, map_location=dev)
+            # on the CPU: the RNG states must stay CPU ByteTensors; weights and Adam state are copied to dev
+            ckpt = load_checkpoint(checkpoint_path, map_location="cpu")
             if _plain(ckpt.get("config")) != config:
                 raise ConfigError(f"checkpoint {checkpoint_path} was written with another config "
                                   f"({ckpt.get('config')}) than this run ({config}); delete it to start afresh")

@@ -96,6 +96,22 @@ class ResBlock(nn.Module):
         return h + self.skip(x)
 
 
+# cuDNN's fused attention failed its backward on CUDA (torch 2.11, H200: "mha_graph.execute ...
+# is_good()") for slice attention at the paper size, 4 x 128 x 128 pixels = 65536 sequences of
+# 8 slices x 2 heads (benchmarks/cuda_paths.py); chunks of at most this many sequence-heads run.
+CUDA_ATTENTION_CHUNK = 32768
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """scaled_dot_product_attention of (N, heads, L, d), in chunks over N on CUDA where N is large."""
+    n, heads = q.shape[:2]
+    chunk = max(1, CUDA_ATTENTION_CHUNK // heads)
+    if not q.is_cuda or n <= chunk:
+        return F.scaled_dot_product_attention(q, k, v)
+    return torch.cat([F.scaled_dot_product_attention(q[i:i + chunk], k[i:i + chunk], v[i:i + chunk])
+                      for i in range(0, n, chunk)])
+
+
 class Attention(nn.Module):
     """Multi-head self-attention within slices ("spatial") or along slices ("slice")."""
 
@@ -124,7 +140,7 @@ class Attention(nn.Module):
         q, k, v = rearrange(self.qkv(tokens), "N L (three n d) -> three N n L d", three=3, n=self.heads)
         if self.axis == "slice":
             q, k = rotary(q), rotary(k)
-        o = F.scaled_dot_product_attention(q, k, v)
+        o = _attend(q, k, v)
         o = self.out(rearrange(o, "N n L d -> N L (n d)"))
         return x + rearrange(o, back, b=b, s=s, h=h, w=w)
 

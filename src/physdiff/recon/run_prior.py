@@ -155,16 +155,17 @@ def _mri_solver_params(tuning_path: str | None, solver: str, wavelet: str, level
 
 
 def build_problem(modality: str, cfg: dict, *, volume=None, mask=None, seed: int = 0, sample: dict | None = None,
-                  transform=None, solver_tuning: str | None = None):
+                  transform=None, solver_tuning: str | None = None, device=None):
     """The problem of one MRI volume (measured with `seed`) or one 4D-STEM sample, from the rule's params.
 
     `cfg` holds: noise_std, lam, solver, wavelet, levels (MRI); k, sparsity, loss, solver, solver_params (4D-STEM).
+    The 4D-STEM forward model lives on `device` (default: CUDA where there is one, else the CPU).
     """
     if modality == "mri":
         return mri_problem(volume, mask, noise_std=cfg["noise_std"], seed=seed, lam=cfg["lam"], solver=cfg["solver"],
                            solver_params=_mri_solver_params(solver_tuning, cfg["solver"], cfg["wavelet"],
                                                                          cfg["levels"]))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     # the solver's weight as the baseline of that name was tuned; its iteration count is DRIFT's K
     tuned = json.loads(Path(solver_tuning).read_text()) if solver_tuning else None
     params = stem_params(cfg["solver"], cfg["solver_params"], tuned)

@@ -108,7 +108,9 @@ def _setup(intensities, geometry, model, device, dtype, gauge="min", v0=None):
     if not isinstance(geometry, MultisliceGeometry):
         raise InputError(f"geometry must be a MultisliceGeometry, got {type(geometry).__name__}")
     model = model or MultisliceModel(geometry, device=device, dtype=dtype)
-    measured = torch.as_tensor(np.asarray(intensities), dtype=model.real_dtype, device=model.device)
+    # a tensor may already live on a GPU (a STEMProblem keeps its measurement on its model's device)
+    measured = (intensities.detach().to(model.device, model.real_dtype) if torch.is_tensor(intensities)
+                else torch.as_tensor(np.asarray(intensities), dtype=model.real_dtype, device=model.device))
     shape = (geometry.n_slices, *geometry.gpts)
     if v0 is None:
         return model, measured, torch.zeros(shape, dtype=model.real_dtype, device=model.device)

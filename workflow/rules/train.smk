@@ -55,6 +55,7 @@ rule train_prior:
         checkpoint="results/checkpoints/{modality}/G{G}/g{g}.pt",
         model=config["prior"]["model"],
         train=config["prior"]["train"],
+        augment=lambda wc: config["prior"]["augment"][wc.modality],
         seed=config["seed"],
     threads: 1
     resources:

@@ -12,12 +12,15 @@ from physdiff.models.sampling import partition_bounds
 from physdiff.models.train import save_model, train_prior
 from physdiff.workflow import log, run_step
 
+AUGMENTS = ("contrast", "bias_field", "noise", "blur")  # the probabilities; all 0 = no augmentation
+
 
 def checkpoint_path(smk) -> str:
     """The checkpoint of this exact setting: a changed model or training config (other than the
     step count, which a resumed run may extend) starts afresh instead of meeting a stale file."""
     setting = {k: v for k, v in smk.params.train.items() if k != "steps"}
-    key = json.dumps([smk.params.model, setting, smk.params.seed], sort_keys=True)
+    key = json.dumps([smk.params.model, setting, smk.params.seed]
+                     + ([smk.params.augment] if any(smk.params.augment.get(k) for k in AUGMENTS) else []), sort_keys=True)
     return smk.params.checkpoint.removesuffix(".pt") + f"-{hashlib.sha256(key.encode()).hexdigest()[:10]}.pt"
 
 
@@ -38,7 +41,7 @@ def main(smk):
         steps=tr["steps"], batch_size=tr["batch_size"], channels_last=tr["channels_last"], cpu_bf16=tr["cpu_bf16"],
         val_data=val[:, lo:hi], val_every=tr["val_every"],
         lr=tr["lr"], grad_accum=tr["grad_accum"], ema_decay=tr["ema_decay"], ema_update_every=tr["ema_update_every"],
-        warmup_steps=tr["warmup_steps"],
+        warmup_steps=tr["warmup_steps"], augment=dict(smk.params.augment),
         augment_flips=tr["augment_flips"], checkpoint_path=checkpoint_path(smk),
         checkpoint_every_s=tr["checkpoint_every_s"], seed=smk.params.seed + 1000 * G + g,
     )

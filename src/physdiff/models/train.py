@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from physdiff.errors import ConfigError, InputError
 from physdiff.io import atomic_path
+from physdiff.models.augment import IntensityAugment
 from physdiff.models.diffusion import GaussianDiffusion, to_network
 from physdiff.models.unet import DEFAULT_CONFIG, build_unet
 
@@ -137,7 +138,7 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                 checkpoint_path: str | os.PathLike | None = None, checkpoint_every_s: float = 300.0,
                 seed: int = 0, device: str | None = None, progress: bool = True, log_every: int = 10,
                 val_data: np.ndarray | None = None, val_every: int = 200, val_timesteps=VAL_TIMESTEPS,
-                val_max_slabs: int = 16) -> TrainResult:
+                val_max_slabs: int = 16, augment: dict | None = None) -> TrainResult:
     """Train an eps-prediction prior on slabs `data` (N, S_g, H, W), float32 in [0, 1].
 
     One step = `grad_accum` micro-batches of `batch_size`, then Adam with lr * min(1, step /
@@ -146,7 +147,9 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
     exists the run resumes from it (same config and data required, else ConfigError); it is
     rewritten atomically every `checkpoint_every_s` seconds and at the end. With `val_data`
     (N_val, S_g, H, W) in [0, 1], `validation_loss` of the EMA model on its first
-    `val_max_slabs` slabs is recorded every `val_every` steps and at the end.
+    `val_max_slabs` slabs is recorded every `val_every` steps and at the end. `augment` holds the
+    `physdiff.models.augment.IntensityAugment` settings (contrast, bias field, noise, blur) of the
+    training slabs; the validation slabs are never augmented.
     """
     data = _check_slabs(data, "training data")
     val = None if val_data is None else _check_slabs(val_data, "validation data")[:max(val_max_slabs, 1)]
@@ -155,10 +158,14 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
     if steps < 0 or batch_size < 1 or grad_accum < 1:
         raise ConfigError(f"steps ({steps}) >= 0, batch_size ({batch_size}) >= 1, grad_accum ({grad_accum}) >= 1 required")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        aug = IntensityAugment(**(augment or {}))
+    except TypeError as err:
+        raise ConfigError(f"prior.augment: {err}") from err
     config = _plain({"model": {**DEFAULT_CONFIG, **model_cfg}, "batch_size": batch_size, "lr": lr,
                      "grad_accum": grad_accum, "ema_decay": ema_decay, "ema_update_every": ema_update_every,
                      "warmup_steps": warmup_steps, "augment_flips": augment_flips, "seed": seed, "timesteps": 1000,
-                     "cpu_bf16": cpu_bf16})
+                     "cpu_bf16": cpu_bf16, **({"augment": aug.as_dict()} if aug.active else {})})
     fingerprint = data_fingerprint(data.astype(np.float32))
     diffusion = GaussianDiffusion(timesteps=config["timesteps"])
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
@@ -223,7 +230,7 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
             total = 0.0
             for _ in range(grad_accum):
                 idx = torch.randint(0, len(x_all), (batch_size,), generator=gen).to(dev)
-                x0 = to_network(x_all[idx]).unsqueeze(1)  # (B, 1, S_g, H, W)
+                x0 = to_network(aug(x_all[idx], gen)).unsqueeze(1)  # (B, 1, S_g, H, W)
                 if augment_flips:
                     flip = (torch.rand(batch_size, generator=gen) < 0.5).to(dev)
                     x0 = torch.where(flip[:, None, None, None, None], x0.flip(-1), x0)

@@ -148,3 +148,35 @@ def test_explicit_zero_start_equals_default_and_truth_start_helps(copt3, method,
     assert projection_ssim(from_truth, truth) > projection_ssim(default, truth)
     with pytest.raises(InputError, match="v0"):
         method(intensities, geometry, v0=truth[:1], **kwargs)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 1e-6])
+def test_layerwise_sweep_takes_the_masked_physics_steps(copt3, sparsity):
+    # 4 thinner slices, so the kept waves enter slices 1-3 through earlier, already updated ones
+    import dataclasses
+
+    from physdiff.physics.stem_loss import layerwise_sweep
+
+    geometry, truth, _, _ = copt3
+    geometry = dataclasses.replace(geometry, slice_thickness=(geometry.slice_thickness[0] / 2,) * 4)
+    model = MultisliceModel(geometry, device="cpu", dtype=torch.complex128)
+    truth4 = truth.double().repeat_interleave(2, dim=0) / 2
+    intensities = model.forward(truth4)
+    ref, ours = torch.zeros_like(truth4), torch.zeros_like(truth4)
+    ref_steps, our_steps = [None] * 4, [None] * 4
+    for _ in range(2):  # the second sweep starts from the first one's warm steps
+        infos = []
+        for b in range(4):
+            mask = torch.zeros((4, 1, 1), dtype=ref.dtype)
+            mask[b] = 1
+            ref, info = physics_step(model, ref, intensities, eta=ref_steps[b], sparsity=sparsity, mask=mask)
+            infos.append(info)
+        ref_steps = [2 * i["eta"] for i in infos]
+        ours, our_infos = layerwise_sweep(model, ours, intensities, etas=our_steps, sparsity=sparsity)
+        our_steps = [2 * i["eta"] for i in our_infos]
+        for a, b in zip(infos, our_infos):
+            assert a["backtracks"] == b["backtracks"]
+            np.testing.assert_allclose([b["loss"], b["loss_new"], b["eta"]], [a["loss"], a["loss_new"], a["eta"]],
+                                       rtol=1e-9)
+        torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-9)
+    assert data_loss(model, ours, intensities) < 0.5 * data_loss(model, torch.zeros_like(truth4), intensities)

@@ -151,8 +151,11 @@ class MultisliceModel:
 
     def transmission(self, potential: torch.Tensor) -> torch.Tensor:
         """Return band-limited O_s = F^-1[A F exp(i sigma V_s)], complex (S, H, W)."""
-        potential = self.as_potential(potential)
-        phase = self.geometry.sigma * potential
+        return self.slice_transmission(self.as_potential(potential))
+
+    def slice_transmission(self, potential: torch.Tensor) -> torch.Tensor:
+        """O_s of any stack of slices (..., H, W) of V, e.g. one slice (H, W); no check against S."""
+        phase = self.geometry.sigma * potential.to(self.device, self.real_dtype)
         t = torch.polar(torch.ones_like(phase), phase)
         return torch.fft.ifft2(torch.fft.fft2(t) * self.antialias)
 

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from physdiff.errors import InputError
 from physdiff.physics.multislice import MultisliceGeometry, MultisliceModel
-from physdiff.physics.stem_loss import data_loss, loss_and_grad, physics_step
+from physdiff.physics.stem_loss import data_loss, layerwise_sweep, loss_and_grad, physics_step
 
 
 class _Tracker:
@@ -246,22 +246,18 @@ def sparse_decomposition(intensities, geometry: MultisliceGeometry, *, v0=None, 
     model, measured, v = _setup(intensities, geometry, model, device, dtype, gauge, v0)
     tracker = _Tracker("sparse_decomposition", data_loss(model, v, measured, form=form), v,
                        divergence_factor, f"fixed iteration count n_iter={n_iter}")
-    blocks = list(range(geometry.n_slices)) if layerwise else [None]
-    steps = {b: eta for b in blocks}
+    steps = [eta] * (geometry.n_slices if layerwise else 1)
     loss = tracker.loss0
     for _ in tqdm(range(n_iter), desc="Sparse decomposition", disable=not progress):
-        for b in blocks:
-            mask = None
-            if b is not None:
-                mask = torch.zeros((geometry.n_slices, 1, 1), dtype=v.dtype, device=v.device)
-                mask[b] = 1
-            v, step = physics_step(model, v, measured, eta=steps[b], sparsity=sparsity,
-                                   positivity=positivity, form=form, line_search=line_search,
-                                   batch_size=batch_size, mask=mask)
-            if line_search and eta is None:
-                steps[b] = 2 * step["eta"]
-            if not bool(torch.isfinite(v).all()):
-                break
+        if layerwise:  # physics_step on each slice in turn, reusing the waves entering it
+            v, infos = layerwise_sweep(model, v, measured, etas=steps, sparsity=sparsity, positivity=positivity,
+                                       form=form, line_search=line_search, batch_size=batch_size)
+        else:
+            v, info = physics_step(model, v, measured, eta=steps[0], sparsity=sparsity, positivity=positivity,
+                                   form=form, line_search=line_search, batch_size=batch_size)
+            infos = [info]
+        if line_search and eta is None:
+            steps[:len(infos)] = [2 * info["eta"] for info in infos]
         loss = data_loss(model, v, measured, form=form, batch_size=batch_size) \
             if bool(torch.isfinite(v).all()) else float("nan")
         if tracker.update(loss, v, callback, _apply_gauge(v, gauge)):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import yaml
 
-from physdiff.config import mri_problem_config, validate_config
+from physdiff.config import mri_problem_config, stem_problem_config, validate_config
 from physdiff.data.stem_sim import load_sample
 from physdiff.data.transforms import load_transform
 from physdiff.models.sampling import reverse_diffusion
@@ -186,9 +186,7 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     full = validate_config(yaml.safe_load(Path("config/config.yaml").read_text()))
-    rc = full["recon"]
-    stem_cfg = {"k": rc["dart"]["stem_k"], "sparsity": rc["dart"]["stem_sparsity"], "loss": rc["stem"]["loss"],
-                "solver": rc["drift"]["stem_solver"], "solver_params": rc["stem"][rc["drift"]["stem_solver"]]}
+    stem_cfg = stem_problem_config(full)
     name = torch.cuda.get_device_name() if DEV == "cuda" else "CPU smoke test"
     print(f"torch {torch.__version__}, {name}, {torch.cuda.device_count()} GPU(s)")
     res = Path(args.results)

@@ -169,6 +169,14 @@ def mri_problem_config(cfg: dict) -> dict:
             "solver": rc["drift"]["mri_solver"], "wavelet": rc["mri"]["cs_wavelet"], "levels": rc["mri"]["cs_levels"]}
 
 
+def stem_problem_config(cfg: dict) -> dict:
+    """What `physdiff.recon.run_prior.build_problem` needs for 4D-STEM, from a validated config."""
+    rc = cfg["recon"]
+    solver = rc["drift"]["stem_solver"]
+    return {"k": rc["dart"]["stem_k"], "sparsity": rc["dart"]["stem_sparsity"], "loss": rc["stem"]["loss"],
+            "solver": solver, "solver_params": rc["stem"][solver]}
+
+
 def load_config(path: str | Path) -> dict:
     """Read and validate a YAML config file."""
     path = Path(path)

@@ -6,7 +6,7 @@ from snakemake.exceptions import WorkflowError
 # environment, where it is not installed, find it through the symlink workflow/scripts/physdiff,
 # since Snakemake puts each script's folder on sys.path.
 
-from physdiff.config import validate_config, center_fraction, mri_problem_config
+from physdiff.config import validate_config, center_fraction, mri_problem_config, stem_problem_config
 from physdiff.errors import PhysdiffError
 
 try:
@@ -224,15 +224,7 @@ def validation_inputs(wildcards):
 
 def problem_params(modality):
     """What physdiff.recon.run_prior.build_problem needs, from the config."""
-    if modality == "mri":
-        return mri_problem_config(config)
-    return {
-        "k": RECON["dart"]["stem_k"],
-        "sparsity": RECON["dart"]["stem_sparsity"],
-        "loss": RECON["stem"]["loss"],
-        "solver": RECON["drift"]["stem_solver"],
-        "solver_params": RECON["stem"][RECON["drift"]["stem_solver"]],
-    }
+    return mri_problem_config(config) if modality == "mri" else stem_problem_config(config)
 
 
 DART_BASE = {k: RECON["dart"][k] for k in ("sampler", "steps", "eta", "correction", "n_samples", "seam")}

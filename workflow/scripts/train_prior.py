@@ -7,12 +7,11 @@ import numpy as np
 import torch
 
 from physdiff.errors import InputError
+from physdiff.models.augment import IntensityAugment
 from physdiff.models.plots import write_loss_curve
 from physdiff.models.sampling import partition_bounds
 from physdiff.models.train import save_model, train_prior
 from physdiff.workflow import log, run_step
-
-AUGMENTS = ("contrast", "bias_field", "noise", "blur")  # the probabilities; all 0 = no augmentation
 
 
 def checkpoint_path(smk) -> str:
@@ -20,7 +19,7 @@ def checkpoint_path(smk) -> str:
     step count, which a resumed run may extend) starts afresh instead of meeting a stale file."""
     setting = {k: v for k, v in smk.params.train.items() if k != "steps"}
     key = json.dumps([smk.params.model, setting, smk.params.seed]
-                     + ([smk.params.augment] if any(smk.params.augment.get(k) for k in AUGMENTS) else []), sort_keys=True)
+                     + ([smk.params.augment] if IntensityAugment(**smk.params.augment).active else []), sort_keys=True)
     return smk.params.checkpoint.removesuffix(".pt") + f"-{hashlib.sha256(key.encode()).hexdigest()[:10]}.pt"
 
 

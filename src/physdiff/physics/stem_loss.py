@@ -117,15 +117,35 @@ def lipschitz_step(model: MultisliceModel, potential, intensities, *, form: str 
     if grad is None:
         _, grad = loss_and_grad(model, v, intensities, form=form, batch_size=batch_size)
     weight = torch.ones_like(v) if mask is None else torch.broadcast_to(mask.to(v.dtype), v.shape)
-    grad = grad * weight
-    count = weight.sum()
+    gradient_at = lambda d: loss_and_grad(model, v + d, intensities, form=form, batch_size=batch_size)[1] * weight  # noqa: E731
+    return _secant_step(grad * weight, weight.sum(), gradient_at, probe_scale)
+
+
+def _secant_step(grad: torch.Tensor, count, gradient_at, probe_scale: float = 1.0) -> float:
+    """1/L, L = ||gradient_at(d) - grad|| / ||d||, d = -grad scaled to RMS `probe_scale` over `count` voxels."""
     rms = (grad.pow(2).sum() / count).sqrt() if count > 0 else torch.zeros(())
     if not torch.isfinite(rms) or rms == 0:
         return 1.0
     d = -grad * (probe_scale / rms)
-    _, grad2 = loss_and_grad(model, v + d, intensities, form=form, batch_size=batch_size)
-    lipschitz = float((grad2 * weight - grad).norm() / d.norm())
+    lipschitz = float((gradient_at(d) - grad).norm() / d.norm())
     return 1.0 / lipschitz if lipschitz > 0 and math.isfinite(lipschitz) else 1.0
+
+
+def _backtrack(v: torch.Tensor, grad: torch.Tensor, loss: float, eta: float, candidate, loss_of,
+               max_backtracks: int):
+    """Halve eta until candidate(eta) meets the sufficient-decrease bound; (new, its loss, eta, halvings)."""
+    new, backtracks = candidate(eta), 0
+    new_loss = loss_of(new)
+    while backtracks < max_backtracks:
+        diff = new - v
+        bound = loss + float((grad * diff).sum()) + float((diff**2).sum()) / (2 * eta)
+        if math.isfinite(new_loss) and new_loss <= bound:
+            break
+        eta *= 0.5
+        backtracks += 1
+        new = candidate(eta)
+        new_loss = loss_of(new)
+    return new, new_loss, eta, backtracks
 
 
 def physics_step(model: MultisliceModel, potential, intensities, *, eta: float | None = None,
@@ -150,20 +170,11 @@ def physics_step(model: MultisliceModel, potential, intensities, *, eta: float |
         new = prox_sparsity(v - step * grad, step * sparsity, positivity)
         return new if mask is None else torch.where(mask.bool(), new, v)
 
-    backtracks = 0
-    new = candidate(eta)
     if not line_search:
-        return new, {"loss": loss, "loss_new": None, "eta": eta, "backtracks": 0}
-    new_loss = data_loss(model, new, intensities, form=form, batch_size=batch_size)
-    while backtracks < max_backtracks:
-        diff = new - v
-        bound = loss + float((grad * diff).sum()) + float((diff**2).sum()) / (2 * eta)
-        if math.isfinite(new_loss) and new_loss <= bound:
-            break
-        eta *= 0.5
-        backtracks += 1
-        new = candidate(eta)
-        new_loss = data_loss(model, new, intensities, form=form, batch_size=batch_size)
+        return candidate(eta), {"loss": loss, "loss_new": None, "eta": eta, "backtracks": 0}
+    new, new_loss, eta, backtracks = _backtrack(
+        v, grad, loss, eta, candidate,
+        lambda new: data_loss(model, new, intensities, form=form, batch_size=batch_size), max_backtracks)
     return new, {"loss": loss, "loss_new": new_loss, "eta": eta, "backtracks": backtracks}
 
 
@@ -221,26 +232,14 @@ def layerwise_sweep(model: MultisliceModel, potential, intensities, *, etas, spa
     for b, eta in enumerate(etas):
         loss, grad = _suffix_loss(model, waves, transmission, b, v[b], *args, grad=True)
         if eta is None:  # lipschitz_step's secant estimate, restricted to slice b
-            rms = grad.pow(2).mean().sqrt()
-            eta = 1.0
-            if torch.isfinite(rms) and rms > 0:
-                d = -grad / rms
-                _, grad2 = _suffix_loss(model, waves, transmission, b, v[b] + d, *args, grad=True)
-                lipschitz = float((grad2 - grad).norm() / d.norm())
-                eta = 1.0 / lipschitz if lipschitz > 0 and math.isfinite(lipschitz) else 1.0
+            eta = _secant_step(grad, grad.numel(),
+                               lambda d: _suffix_loss(model, waves, transmission, b, v[b] + d, *args, grad=True)[1])
         candidate = lambda step: prox_sparsity(v[b] - step * grad, step * sparsity, positivity)  # noqa: E731
         new, new_loss, backtracks = candidate(eta), None, 0
         if line_search:
-            new_loss = _suffix_loss(model, waves, transmission, b, new, *args, grad=False)[0]
-            while backtracks < max_backtracks:
-                diff = new - v[b]
-                bound = loss + float((grad * diff).sum()) + float((diff**2).sum()) / (2 * eta)
-                if math.isfinite(new_loss) and new_loss <= bound:
-                    break
-                eta *= 0.5
-                backtracks += 1
-                new = candidate(eta)
-                new_loss = _suffix_loss(model, waves, transmission, b, new, *args, grad=False)[0]
+            new, new_loss, eta, backtracks = _backtrack(
+                v[b], grad, loss, eta, candidate,
+                lambda new: _suffix_loss(model, waves, transmission, b, new, *args, grad=False)[0], max_backtracks)
         v[b] = new
         infos.append({"loss": loss, "loss_new": new_loss, "eta": eta, "backtracks": backtracks})
         if not bool(torch.isfinite(new).all()):

@@ -72,6 +72,13 @@ def test_benchmark_files_give_time_and_memory_per_device(tmp_path):
     assert train.loc[2, "max_rss_mb"] == 320.0 and train.loc[2, "seconds"] == 7.0
     sample = cost[cost.stage.str.startswith("sample")].set_index("G")
     assert sample.loc[1, "seconds"] == 2.0 and sample.loc[2, "max_rss_mb"] == 720.0
+    # a resumed job's benchmark times only its own run: the model file's training time replaces it
+    cost = cost_per_device({1: [paths["g1_0"]], 2: [paths["g2_0"], paths["g2_1"]]}, {}, n_generated=4,
+                           train_seconds={2: [12.5, None]})
+    train = cost.set_index("G")
+    assert train.loc[2, "seconds"] == 12.5 and train.loc[1, "seconds"] == 10.0 and train.loc[2, "max_rss_mb"] == 320.0
+    with pytest.raises(InputError, match="G=2 needs 2 recorded"):
+        cost_per_device({2: [paths["g2_0"], paths["g2_1"]]}, {}, n_generated=4, train_seconds={2: [1.0]})
 
 
 def test_a_bad_benchmark_file_is_named(tmp_path):

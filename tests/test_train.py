@@ -6,7 +6,7 @@ import torch
 
 from physdiff.errors import ConfigError, InputError
 from physdiff.models.plots import write_loss_curve
-from physdiff.models.train import data_fingerprint, load_model, save_model, train_prior
+from physdiff.models.train import data_fingerprint, load_checkpoint, load_model, save_model, train_prior
 
 TINY = {"dim": 8, "dim_mults": (1, 2), "groups": 4, "head_dim": 4, "attn_resolutions": ()}
 
@@ -83,6 +83,12 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
             torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
     assert not torch.equal(next(iter(first.model.parameters())), next(iter(full.model.parameters())))
+    # the training time counts both runs, and the model file keeps it for Figure 5
+    assert first.total_seconds == first.seconds and resumed.seconds < resumed.total_seconds
+    assert resumed.total_seconds == pytest.approx(load_checkpoint(ckpt)["train_seconds"], rel=1e-6)
+    assert resumed.total_seconds >= first.total_seconds + resumed.seconds - 1e-6
+    save_model(tmp_path / "model.pt", resumed)
+    assert load_model(tmp_path / "model.pt")[1]["train_seconds"] == pytest.approx(resumed.total_seconds)
 
 
 def test_resume_refuses_other_config_or_data(tmp_path):

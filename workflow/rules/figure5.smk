@@ -1,6 +1,7 @@
 # Figure 5: inference time and SSIM against the number of reverse steps (vanilla prior, DART,
 # DRIFT) for every trained MRI partition count G, and time and peak memory per device against G
-# from the training and sampling rules' benchmark files (and CUDA's allocator on a GPU).
+# from the training and sampling rules' benchmark files and the training time each model file
+# records over all its runs (and CUDA's allocator on a GPU).
 # Include after reconstruct_prior.smk (it uses problem_params and the tuning outputs).
 
 FIG5 = config["figures"]["figure5"]

@@ -5,6 +5,7 @@ import json
 import numpy as np
 
 from physdiff.io import atomic_path
+from physdiff.models.train import load_checkpoint
 from physdiff.plots.figure5 import figure5_frame, plot_figure5
 from physdiff.recon.run_prior import build_problem, load_partition_models
 from physdiff.recon.sweep import cost_per_device, steps_sweep
@@ -20,10 +21,12 @@ def main(smk):
                                solver_tuning=smk.input.solver_tuning), np.asarray(v, np.float32))
                 for i, v in enumerate(volumes)]
     paths, train, models = list(smk.input.models), list(smk.input.train_benchmarks), {}
-    train_by_g, start = {}, 0
+    train_by_g, seconds_by_g, start = {}, {}, 0
     for G in p.partitions:
         models[G] = load_partition_models(paths[start:start + G], slices=volumes.shape[1])
         train_by_g[G] = train[start:start + G]
+        # the whole training time, resumed runs included (None in model files from before it was recorded)
+        seconds_by_g[G] = [load_checkpoint(path).get("train_seconds") for path in paths[start:start + G]]
         start += G
     dart_settings = json.load(open(smk.input.dart_tuning))["settings"]
     drift_iter = int(json.load(open(smk.input.drift_tuning))["n_iter"])
@@ -32,7 +35,7 @@ def main(smk):
     sweep = steps_sweep(models, problems, steps=fig5["steps"], sampling=p.sampling, dart_settings=dart_settings,
                         drift_iter=drift_iter, n_candidates=fig5["n_candidates"], seed=p.seed)
     cost = cost_per_device(train_by_g, dict(zip(p.partitions, smk.input.generate_benchmarks)),
-                           p.generate["n_volumes"])
+                           p.generate["n_volumes"], train_seconds=seconds_by_g)
     frame = figure5_frame(sweep, cost)
     log.info("\n%s", frame.to_string())
     with atomic_path(smk.output.csv) as tmp:

@@ -45,7 +45,8 @@ def main(smk):
         checkpoint_every_s=tr["checkpoint_every_s"], seed=smk.params.seed + 1000 * G + g,
     )
     if result.resumed_from:
-        log.info("resumed from the checkpoint at step %d", result.resumed_from)
+        log.info("resumed from the checkpoint at step %d; %.0f s of training in all runs", result.resumed_from,
+                 result.total_seconds)
     last = [loss for _, loss in result.loss_history[-50:]]
     log.info("trained %d steps in %.0f s (%.2f s/step this run); mean loss of the last 50 steps %.4f",
              result.step, result.seconds, result.seconds / max(result.step - result.resumed_from, 1), np.mean(last))

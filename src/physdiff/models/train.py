@@ -47,8 +47,9 @@ class TrainResult:
     loss_history: list = field(default_factory=list)
     val_history: list = field(default_factory=list)  # (step, mean, per-t errors...) rows
     val_timesteps: tuple = VAL_TIMESTEPS
-    seconds: float = 0.0
+    seconds: float = 0.0  # this run's training loop
     resumed_from: int = 0
+    total_seconds: float = 0.0  # every run's training loop up to `step`, resumed runs included
 
 
 def data_fingerprint(array: np.ndarray) -> str:
@@ -178,7 +179,7 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                   include_online_model=False)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         gen = torch.Generator().manual_seed(seed)
-        step, history, val_history, resumed_from = 0, [], [], 0
+        step, history, val_history, resumed_from, seconds_before = 0, [], [], 0, 0.0
         if checkpoint_path is not None and Path(checkpoint_path).exists():
             # on the CPU: the RNG states must stay CPU ByteTensors; weights and Adam state are copied to dev
             ckpt = load_checkpoint(checkpoint_path, map_location="cpu")
@@ -197,15 +198,16 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                 torch.cuda.set_rng_state(ckpt["rng"]["cuda"], dev)
             step, history = int(ckpt["step"]), [tuple(h) for h in ckpt["loss_history"]]
             val_history = [tuple(h) for h in ckpt.get("val_history", [])]
-            resumed_from = step
+            resumed_from, seconds_before = step, float(ckpt.get("train_seconds", 0.0))
 
-        def save_checkpoint() -> None:
+        def save_checkpoint(elapsed: float) -> None:
             rng = {"data": gen.get_state(), "torch": torch.get_rng_state()}
             if dev.type == "cuda":
                 rng["cuda"] = torch.cuda.get_rng_state(dev)
             state = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                      "step": step, "config": config, "data_fingerprint": fingerprint, "rng": rng,
-                     "loss_history": history, "val_history": val_history}
+                     "loss_history": history, "val_history": val_history,
+                     "train_seconds": seconds_before + elapsed}
             with atomic_path(checkpoint_path) as tmp:
                 torch.save(state, tmp)
 
@@ -256,23 +258,29 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
             if step % max(val_every, 1) == 0 or step == steps:
                 validate()
             if checkpoint_path is not None and time.monotonic() - last_save >= checkpoint_every_s:
-                save_checkpoint()
+                save_checkpoint(time.monotonic() - start)
                 last_save = time.monotonic()
         bar.close()
         validate()  # a run resumed at its final step still reports the end point
+        elapsed = time.monotonic() - start
         if checkpoint_path is not None:
-            save_checkpoint()
+            save_checkpoint(elapsed)
     ema.ema_model.eval()
     return TrainResult(model=model, ema_model=ema.ema_model, config=config, data_fingerprint=fingerprint,
                        step=step, loss_history=history, val_history=val_history,
-                       val_timesteps=tuple(val_timesteps), seconds=time.monotonic() - start,
-                       resumed_from=resumed_from)
+                       val_timesteps=tuple(val_timesteps), seconds=elapsed, resumed_from=resumed_from,
+                       total_seconds=seconds_before + elapsed)
 
 
 def save_model(path: str | os.PathLike, result: TrainResult) -> None:
-    """Write the final model.pt {model, ema, config, data_fingerprint, step} atomically."""
+    """Write the final model.pt {model, ema, config, data_fingerprint, step, train_seconds} atomically.
+
+    `train_seconds` is the training loop's wall time over every run that reached `step`, so a
+    job resumed from a checkpoint still reports what the whole training cost.
+    """
     state = {"model": result.model.state_dict(), "ema": result.ema_model.state_dict(), "config": result.config,
-             "data_fingerprint": result.data_fingerprint, "step": result.step}
+             "data_fingerprint": result.data_fingerprint, "step": result.step,
+             "train_seconds": float(result.total_seconds)}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -289,5 +297,5 @@ def load_model(path: str | os.PathLike, *, map_location="cpu") -> tuple[nn.Modul
     except (ConfigError, TypeError) as err:
         raise InputError(f"{path}: its model config cannot be built ({err})") from None
     _load_weights(model, state["ema"], Path(path), "ema")
-    meta = {k: state.get(k) for k in ("config", "data_fingerprint", "step")}
+    meta = {k: state.get(k) for k in ("config", "data_fingerprint", "step", "train_seconds")}
     return model.to(map_location).eval(), meta

@@ -115,21 +115,29 @@ def read_benchmark(path) -> dict:
     return {"seconds": float(last["s"]), "max_rss_mb": float(rss)}
 
 
-def cost_per_device(train: Mapping[int, Sequence[str]], generate: Mapping[int, str], n_generated: int) -> pd.DataFrame:
+def cost_per_device(train: Mapping[int, Sequence[str]], generate: Mapping[int, str], n_generated: int,
+                    train_seconds: Mapping[int, Sequence[float | None]] | None = None) -> pd.DataFrame:
     """Time and peak memory per device against G, from the rules' benchmark files.
 
-    Training runs one job (one device) per partition: per device = the largest over g. The
-    `generate` job samples `n_generated` volumes with all G models in one process, which on the
-    CPU is one device (on CUDA the partitions sit on G devices, but max_rss still counts host
-    memory only); its time is given per volume.
+    Training runs one job (one device) per partition: per device = the largest over g. A job
+    resumed from a checkpoint times only its own run in the benchmark file, so
+    `train_seconds[G][g]`, the training time that the model file records over every run
+    (`physdiff.models.train.save_model`), replaces the benchmark's seconds where it is given
+    (None: the benchmark's). The `generate` job samples `n_generated` volumes with all G models
+    in one process, which on the CPU is one device (on CUDA the partitions sit on G devices, but
+    max_rss still counts host memory only); its time is given per volume.
     """
     rows = []
     for G in sorted(train):
         jobs = [read_benchmark(p) for p in train[G]]
         if len(jobs) != G:
             raise InputError(f"Figure 5: G={G} needs {G} training benchmark files, got {len(jobs)}")
+        recorded = list((train_seconds or {}).get(G) or [None] * G)
+        if len(recorded) != G:
+            raise InputError(f"Figure 5: G={G} needs {G} recorded training times, got {len(recorded)}")
+        seconds = [j["seconds"] if r is None else float(r) for j, r in zip(jobs, recorded)]
         rows.append({"stage": "train (one job per partition)", "G": G,
-                     "seconds": max(j["seconds"] for j in jobs), "max_rss_mb": max(j["max_rss_mb"] for j in jobs)})
+                     "seconds": max(seconds), "max_rss_mb": max(j["max_rss_mb"] for j in jobs)})
         if G in generate:
             job = read_benchmark(generate[G])
             rows.append({"stage": "sample (all partitions in one job)", "G": G,

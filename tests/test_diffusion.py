@@ -7,6 +7,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
+from physdiff.errors import ConfigError
 from physdiff.models.diffusion import GaussianDiffusion, cosine_alpha_bar, to_data, to_network
 
 T = 1000
@@ -103,3 +104,30 @@ def test_intensity_scaling_round_trips():
     x = torch.rand(3, 4)
     torch.testing.assert_close(to_data(to_network(x)), x)
     assert to_network(torch.tensor([0.0, 1.0])).tolist() == [-1.0, 1.0]
+
+
+class _ZeroEps(torch.nn.Module):
+    """A model that predicts eps = 0, so the loss is the (weighted) mean |noise|."""
+
+    def forward(self, x, t):
+        return torch.zeros_like(x)
+
+
+def test_min_snr_weights_follow_the_snr_of_each_sample(diff):
+    x0 = torch.zeros(6, 1, 2, 4, 4)
+    draws = torch.Generator().manual_seed(3)
+    t = torch.randint(0, diff.timesteps, (6,), generator=draws)
+    noise = torch.randn(x0.shape, generator=draws)
+    abar = torch.as_tensor(diff.alphas_cumprod)[t]
+    snr = abar / (1 - abar)
+    for gamma in (0.5, 5.0):
+        expected = (torch.clamp(snr, max=gamma) / snr * noise.abs().flatten(1).mean(1)).mean()
+        got = diff.loss(_ZeroEps(), x0, generator=torch.Generator().manual_seed(3), min_snr_gamma=gamma)
+        torch.testing.assert_close(got, expected.float(), rtol=1e-6, atol=1e-7)
+    # a gamma above every SNR weighs all steps alike: the paper's uniform L1
+    uniform = diff.loss(_ZeroEps(), x0, generator=torch.Generator().manual_seed(3))
+    huge = diff.loss(_ZeroEps(), x0, generator=torch.Generator().manual_seed(3), min_snr_gamma=float(snr.max()) * 2)
+    torch.testing.assert_close(huge, uniform, rtol=1e-6, atol=1e-7)
+    assert float(diff.loss(_ZeroEps(), x0, generator=torch.Generator().manual_seed(3), min_snr_gamma=0.5)) < float(uniform)
+    with pytest.raises(ConfigError, match="min_snr_gamma"):
+        diff.loss(_ZeroEps(), x0, min_snr_gamma=0.0)

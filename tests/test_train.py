@@ -99,6 +99,20 @@ def test_resume_refuses_other_config_or_data(tmp_path):
         train_prior(data, steps=2, checkpoint_path=ckpt, **{**kw, "batch_size": 3})
     with pytest.raises(ConfigError, match="other data"):
         train_prior(data[::-1].copy(), steps=2, checkpoint_path=ckpt, **kw)
+    with pytest.raises(ConfigError, match="another config"):  # a loss weighting is part of the setting
+        train_prior(data, steps=2, checkpoint_path=ckpt, **{**kw, "min_snr_gamma": 5.0})
+
+
+def test_min_snr_weighting_is_recorded_and_changes_the_training(tmp_path):
+    kw = dict(model_cfg=TINY, steps=3, batch_size=2, progress=False, seed=1)
+    plain = train_prior(_blobs(4), **kw)
+    weighted = train_prior(_blobs(4), **kw, min_snr_gamma=5.0)
+    assert "min_snr_gamma" not in plain.config and weighted.config["min_snr_gamma"] == 5.0
+    assert [s for s, _ in plain.loss_history] == [s for s, _ in weighted.loss_history]
+    assert all(w <= p + 1e-6 for (_, p), (_, w) in zip(plain.loss_history[:1], weighted.loss_history[:1]))
+    assert plain.loss_history != weighted.loss_history
+    with pytest.raises(ConfigError, match="min_snr_gamma"):
+        train_prior(_blobs(4), **{**kw, "min_snr_gamma": -1.0})
 
 
 def test_saved_model_loads_ema_weights(tmp_path):

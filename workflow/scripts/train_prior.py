@@ -43,6 +43,7 @@ def main(smk):
         warmup_steps=tr["warmup_steps"], augment=dict(smk.params.augment),
         augment_flips=tr["augment_flips"], checkpoint_path=checkpoint_path(smk),
         checkpoint_every_s=tr["checkpoint_every_s"], seed=smk.params.seed + 1000 * G + g,
+        min_snr_gamma=tr.get("min_snr_gamma"),
     )
     if result.resumed_from:
         log.info("resumed from the checkpoint at step %d; %.0f s of training in all runs", result.resumed_from,

@@ -62,11 +62,31 @@ class GaussianDiffusion:
         a = self._abar_batch(t, x0)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
-    def loss(self, model, x0: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """L1 loss of the eps prediction, ||eps_theta(x_t, t) - z||_1 (mean), t uniform in [0, T)."""
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
+        """Signal-to-noise ratio abar_t / (1 - abar_t) at per-sample indices t (float64)."""
+        a = torch.as_tensor(self.alphas_cumprod)[t.long().cpu()]
+        return a / (1 - a)
+
+    def loss(self, model, x0: torch.Tensor, *, generator: torch.Generator | None = None,
+             min_snr_gamma: float | None = None) -> torch.Tensor:
+        """L1 loss of the eps prediction, ||eps_theta(x_t, t) - z||_1 (mean), t uniform in [0, T).
+
+        With `min_snr_gamma` (ours, off by default; Hang et al. 2023, "Efficient Diffusion
+        Training via Min-SNR Weighting Strategy") sample i's mean error is weighted by
+        min(SNR_t, gamma) / SNR_t, which damps the nearly clean steps whose eps error barely
+        moves x0, and the batch mean of the weighted errors is returned.
+        """
         t = torch.randint(0, self.timesteps, (x0.shape[0],), generator=generator, device="cpu").to(x0.device)
         noise = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
-        return F.l1_loss(model(self.q_sample(x0, t, noise), t), noise)
+        pred = model(self.q_sample(x0, t, noise), t)
+        if min_snr_gamma is None:
+            return F.l1_loss(pred, noise)
+        if not min_snr_gamma > 0:
+            raise ConfigError(f"prior.train.min_snr_gamma must be > 0 (or null for uniform weights), got {min_snr_gamma}")
+        snr = self.snr(t)
+        weight = (torch.clamp(snr, max=float(min_snr_gamma)) / snr).to(x0.device, torch.float32)
+        per_sample = (pred.float() - noise.float()).abs().flatten(1).mean(dim=1)
+        return (weight * per_sample).mean()
 
     def predict_x0(self, x_t: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
         """x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""

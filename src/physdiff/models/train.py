@@ -139,7 +139,8 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                 checkpoint_path: str | os.PathLike | None = None, checkpoint_every_s: float = 300.0,
                 seed: int = 0, device: str | None = None, progress: bool = True, log_every: int = 10,
                 val_data: np.ndarray | None = None, val_every: int = 200, val_timesteps=VAL_TIMESTEPS,
-                val_max_slabs: int = 16, augment: dict | None = None) -> TrainResult:
+                val_max_slabs: int = 16, augment: dict | None = None,
+                min_snr_gamma: float | None = None) -> TrainResult:
     """Train an eps-prediction prior on slabs `data` (N, S_g, H, W), float32 in [0, 1].
 
     One step = `grad_accum` micro-batches of `batch_size`, then Adam with lr * min(1, step /
@@ -150,12 +151,15 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
     (N_val, S_g, H, W) in [0, 1], `validation_loss` of the EMA model on its first
     `val_max_slabs` slabs is recorded every `val_every` steps and at the end. `augment` holds the
     `physdiff.models.augment.IntensityAugment` settings (contrast, bias field, noise, blur) of the
-    training slabs; the validation slabs are never augmented.
+    training slabs; the validation slabs are never augmented. `min_snr_gamma` weights the loss
+    per timestep (`GaussianDiffusion.loss`); None keeps the paper's uniform weights.
     """
     data = _check_slabs(data, "training data")
     val = None if val_data is None else _check_slabs(val_data, "validation data")[:max(val_max_slabs, 1)]
     if val is not None and val.shape[1:] != data.shape[1:]:
         raise InputError(f"validation slabs {val.shape[1:]} differ in shape from the training slabs {data.shape[1:]}")
+    if min_snr_gamma is not None and not min_snr_gamma > 0:
+        raise ConfigError(f"prior.train.min_snr_gamma must be > 0 (or null for uniform weights), got {min_snr_gamma}")
     if steps < 0 or batch_size < 1 or grad_accum < 1:
         raise ConfigError(f"steps ({steps}) >= 0, batch_size ({batch_size}) >= 1, grad_accum ({grad_accum}) >= 1 required")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -166,7 +170,8 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
     config = _plain({"model": {**DEFAULT_CONFIG, **model_cfg}, "batch_size": batch_size, "lr": lr,
                      "grad_accum": grad_accum, "ema_decay": ema_decay, "ema_update_every": ema_update_every,
                      "warmup_steps": warmup_steps, "augment_flips": augment_flips, "seed": seed, "timesteps": 1000,
-                     "cpu_bf16": cpu_bf16, **({"augment": aug.as_dict()} if aug.active else {})})
+                     "cpu_bf16": cpu_bf16, **({"augment": aug.as_dict()} if aug.active else {}),
+                     **({"min_snr_gamma": float(min_snr_gamma)} if min_snr_gamma is not None else {})})
     fingerprint = data_fingerprint(data.astype(np.float32))
     diffusion = GaussianDiffusion(timesteps=config["timesteps"])
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
@@ -238,7 +243,7 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                     x0 = torch.where(flip[:, None, None, None, None], x0.flip(-1), x0)
                 x0 = x0.contiguous(memory_format=fmt)
                 with autocast:
-                    loss = diffusion.loss(model, x0, generator=gen) / grad_accum
+                    loss = diffusion.loss(model, x0, generator=gen, min_snr_gamma=min_snr_gamma) / grad_accum
                 loss.backward()
                 total += loss.item()
             opt.step()

@@ -107,7 +107,12 @@ def simulate_4dstem(atoms: Atoms, *, gpts: int | Sequence[int], n_slices: int, e
                          f"need >= 2 positions per axis and >= {4 * airy:.2f} Å (4 Airy radii) per axis")
 
     slices = (thickness / int(n_slices),) * int(n_slices)
-    with abtem.config.set({"dask.lazy": False, "diagnostics.progress_bar": False}):
+    # FFTW_ESTIMATE: abTEM's default FFTW_MEASURE picks FFT plans by timing them, so on a busy
+    # machine the same sample came out different in the last float32 bits (5 of 198 training
+    # potentials in the timed default run of 2026-11-26), which changed the trained 4D-STEM prior
+    # and its tuned settings. Estimated plans are the same on every run (and no slower here).
+    with abtem.config.set({"dask.lazy": False, "diagnostics.progress_bar": False,
+                           "fftw.planning_effort": "FFTW_ESTIMATE"}):
         built = abtem.Potential(atoms, gpts=gpts, slice_thickness=slices, projection="infinite",
                                 device=device).build()
         probe = abtem.Probe(energy=energy, semiangle_cutoff=semiangle, defocus=defocus, device=device)

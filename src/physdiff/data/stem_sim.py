@@ -23,6 +23,7 @@ import math
 import os
 import zlib
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from ase import Atoms
@@ -57,6 +58,31 @@ def _check_gpts(gpts: int | Sequence[int]) -> tuple[int, int]:
             raise ConfigError(f"gpts={g} has the prime factor {_largest_prime_factor(g)}; use sizes whose prime "
                               "factors are 2, 3, 5 or 7 (e.g. 48, 64, 96, 128): FFTs of other sizes run 3-6x slower")
     return gpts
+
+
+@contextmanager
+def _estimated_fft_plans():
+    """Plan every FFT inside from scratch (abTEM then estimates them), restoring the caller's wisdom after.
+
+    abTEM's default FFTW_MEASURE picks FFT plans by timing them, so on a busy machine the same
+    sample came out different in the last float32 bits (5 of 198 training potentials in the
+    timed default run of 2026-11-26), which changed the trained 4D-STEM prior and its tuned
+    settings. FFTW_ESTIMATE plans are the same on every run (and no slower here), but FFTW would
+    still reuse measured wisdom that earlier work in the process left behind, so that is set
+    aside for the simulation.
+    """
+    try:
+        import pyfftw
+    except ImportError:  # abTEM falls back to numpy's FFT, which does not plan by timing
+        yield
+        return
+    saved = pyfftw.export_wisdom()
+    pyfftw.forget_wisdom()
+    try:
+        yield
+    finally:
+        pyfftw.forget_wisdom()
+        pyfftw.import_wisdom(saved)
 
 
 def simulate_4dstem(atoms: Atoms, *, gpts: int | Sequence[int], n_slices: int, energy: float, semiangle: float,
@@ -107,12 +133,8 @@ def simulate_4dstem(atoms: Atoms, *, gpts: int | Sequence[int], n_slices: int, e
                          f"need >= 2 positions per axis and >= {4 * airy:.2f} Å (4 Airy radii) per axis")
 
     slices = (thickness / int(n_slices),) * int(n_slices)
-    # FFTW_ESTIMATE: abTEM's default FFTW_MEASURE picks FFT plans by timing them, so on a busy
-    # machine the same sample came out different in the last float32 bits (5 of 198 training
-    # potentials in the timed default run of 2026-11-26), which changed the trained 4D-STEM prior
-    # and its tuned settings. Estimated plans are the same on every run (and no slower here).
-    with abtem.config.set({"dask.lazy": False, "diagnostics.progress_bar": False,
-                           "fftw.planning_effort": "FFTW_ESTIMATE"}):
+    with _estimated_fft_plans(), abtem.config.set({"dask.lazy": False, "diagnostics.progress_bar": False,
+                                                   "fftw.planning_effort": "FFTW_ESTIMATE"}):
         built = abtem.Potential(atoms, gpts=gpts, slice_thickness=slices, projection="infinite",
                                 device=device).build()
         probe = abtem.Probe(energy=energy, semiangle_cutoff=semiangle, defocus=defocus, device=device)

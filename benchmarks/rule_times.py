@@ -48,7 +48,10 @@ def parse_log(path: Path) -> dict[int, dict]:
 
 
 def read_benchmark(path: Path) -> dict | None:
-    """The last row of a benchmark TSV (s, cpu_time, max_rss in MB), or None where it is missing."""
+    """The last row of a benchmark TSV (s, cpu_time, max_rss in MB), or None where it is missing.
+
+    A column Snakemake could not sample ("-", a job that ended before the first sample) reads 0.
+    """
     if not path.is_file():
         return None
     rows = list(csv.DictReader(path.open(), delimiter="\t"))
@@ -59,7 +62,7 @@ def read_benchmark(path: Path) -> dict | None:
         try:
             return float(rows[-1][key])
         except (KeyError, ValueError):
-            return float("nan")
+            return 0.0
 
     return {"s": number("s"), "cpu": number("cpu_time"), "rss": number("max_rss")}
 
@@ -95,8 +98,8 @@ def main(argv=None) -> int:
         r["wall"] += wall
         r["max"] = max(r["max"], wall)
         if bench:
-            r["cpu"] += bench["cpu"] if bench["cpu"] == bench["cpu"] else 0.0
-            r["rss"] = max(r["rss"], bench["rss"] if bench["rss"] == bench["rss"] else 0.0)
+            r["cpu"] += bench["cpu"]
+            r["rss"] = max(r["rss"], bench["rss"])
         start, end = (job["start"] - t0).total_seconds() / 60, (job["end"] - t0).total_seconds() / 60
         r["first"] = start if r["first"] is None else min(r["first"], start)
         r["last"] = end if r["last"] is None else max(r["last"], end)

@@ -62,6 +62,12 @@ class GaussianDiffusion:
         a = self._abar_batch(t, x0)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
+    @staticmethod
+    def check_min_snr_gamma(gamma: float | None) -> None:
+        """`min_snr_gamma` must be None (uniform weights) or > 0."""
+        if gamma is not None and not gamma > 0:
+            raise ConfigError(f"prior.train.min_snr_gamma must be > 0 (or null for uniform weights), got {gamma}")
+
     def snr(self, t: torch.Tensor) -> torch.Tensor:
         """Signal-to-noise ratio abar_t / (1 - abar_t) at per-sample indices t (float64)."""
         a = torch.as_tensor(self.alphas_cumprod)[t.long().cpu()]
@@ -76,13 +82,12 @@ class GaussianDiffusion:
         min(SNR_t, gamma) / SNR_t, which damps the nearly clean steps whose eps error barely
         moves x0, and the batch mean of the weighted errors is returned.
         """
+        self.check_min_snr_gamma(min_snr_gamma)
         t = torch.randint(0, self.timesteps, (x0.shape[0],), generator=generator, device="cpu").to(x0.device)
         noise = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
         pred = model(self.q_sample(x0, t, noise), t)
         if min_snr_gamma is None:
             return F.l1_loss(pred, noise)
-        if not min_snr_gamma > 0:
-            raise ConfigError(f"prior.train.min_snr_gamma must be > 0 (or null for uniform weights), got {min_snr_gamma}")
         snr = self.snr(t)
         weight = (torch.clamp(snr, max=float(min_snr_gamma)) / snr).to(x0.device, torch.float32)
         per_sample = (pred.float() - noise.float()).abs().flatten(1).mean(dim=1)

@@ -158,8 +158,7 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
     val = None if val_data is None else _check_slabs(val_data, "validation data")[:max(val_max_slabs, 1)]
     if val is not None and val.shape[1:] != data.shape[1:]:
         raise InputError(f"validation slabs {val.shape[1:]} differ in shape from the training slabs {data.shape[1:]}")
-    if min_snr_gamma is not None and not min_snr_gamma > 0:
-        raise ConfigError(f"prior.train.min_snr_gamma must be > 0 (or null for uniform weights), got {min_snr_gamma}")
+    GaussianDiffusion.check_min_snr_gamma(min_snr_gamma)
     if steps < 0 or batch_size < 1 or grad_accum < 1:
         raise ConfigError(f"steps ({steps}) >= 0, batch_size ({batch_size}) >= 1, grad_accum ({grad_accum}) >= 1 required")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

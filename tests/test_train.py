@@ -202,3 +202,22 @@ def test_model_files_from_before_the_upsample_key_load_as_trained(tmp_path):
     torch.save(state, tmp_path / "old.pt")
     model, _ = load_model(tmp_path / "old.pt")
     assert model.upsample_mode == "interpolate_first"
+
+
+def test_train_partition_trains_slab_g_with_the_rules_seed():
+    from physdiff.models.train import train_partition
+
+    volumes, val = _blobs(n=6, s=4), _blobs(n=2, s=4, seed=1)
+    train_cfg = {"steps": 99, "batch_size": 2, "channels_last": False, "cpu_bf16": False, "val_every": 2,
+                 "lr": 1e-3, "grad_accum": 1, "ema_decay": 0.9, "ema_update_every": 1, "warmup_steps": 1,
+                 "augment_flips": True, "checkpoint_every_s": 300.0}
+    got = train_partition(volumes, val, G=2, g=1, model_cfg=TINY, train_cfg=train_cfg, augment={}, seed=5,
+                          checkpoint_path=None, steps=2, progress=False)
+    want = train_prior(volumes[:, 2:4], model_cfg={**TINY, "image_size": 16}, steps=2, batch_size=2, grad_accum=1,
+                       lr=1e-3, ema_decay=0.9, warmup_steps=1, val_data=val[:, 2:4], val_every=2, seed=5 + 2000 + 1,
+                       progress=False)
+    assert got.step == 2 and got.loss_history == want.loss_history and got.val_history == want.val_history
+    assert got.config == want.config
+    with pytest.raises(InputError, match="validation volumes"):
+        train_partition(volumes, val[:, :3], G=2, g=1, model_cfg=TINY, train_cfg=train_cfg, augment={}, seed=5,
+                        checkpoint_path=None, steps=2, progress=False)

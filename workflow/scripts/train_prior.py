@@ -10,7 +10,7 @@ from physdiff.errors import InputError
 from physdiff.models.augment import IntensityAugment
 from physdiff.models.plots import write_loss_curve
 from physdiff.models.sampling import partition_bounds
-from physdiff.models.train import save_model, train_prior
+from physdiff.models.train import save_model, train_partition
 from physdiff.workflow import log, run_step
 
 
@@ -33,18 +33,9 @@ def main(smk):
         raise InputError(f"{smk.input.val}: validation volumes {val.shape[1:]} differ from the training "
                          f"volumes {volumes.shape[1:]} of {smk.input.data}")
     lo, hi = partition_bounds(volumes.shape[1], G)[g]
-    tr = smk.params.train
     log.info("partition %d of %d: slices [%d, %d) of %d training volumes %s", g, G, lo, hi, len(volumes), volumes.shape[1:])
-    result = train_prior(
-        volumes[:, lo:hi], model_cfg={**smk.params.model, "image_size": int(volumes.shape[-2])},
-        steps=tr["steps"], batch_size=tr["batch_size"], channels_last=tr["channels_last"], cpu_bf16=tr["cpu_bf16"],
-        val_data=val[:, lo:hi], val_every=tr["val_every"],
-        lr=tr["lr"], grad_accum=tr["grad_accum"], ema_decay=tr["ema_decay"], ema_update_every=tr["ema_update_every"],
-        warmup_steps=tr["warmup_steps"], augment=dict(smk.params.augment),
-        augment_flips=tr["augment_flips"], checkpoint_path=checkpoint_path(smk),
-        checkpoint_every_s=tr["checkpoint_every_s"], seed=smk.params.seed + 1000 * G + g,
-        min_snr_gamma=tr.get("min_snr_gamma"),
-    )
+    result = train_partition(volumes, val, G=G, g=g, model_cfg=smk.params.model, train_cfg=smk.params.train,
+                             augment=smk.params.augment, seed=smk.params.seed, checkpoint_path=checkpoint_path(smk))
     if result.resumed_from:
         log.info("resumed from the checkpoint at step %d; %.0f s of training in all runs", result.resumed_from,
                  result.total_seconds)

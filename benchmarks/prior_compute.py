@@ -1,0 +1,156 @@
+"""What more training buys: the config's partition models trained for more steps, scored by DART on validation.
+
+    python benchmarks/prior_compute.py train --modality mri --steps 1000 3000 6000 --out runs/compute
+    python benchmarks/prior_compute.py score --modality mri --models runs/compute [--n-val 6]
+
+`train` trains every partition g of G (default: the G that DART uses) with the config's model,
+training settings and seeds (`physdiff.models.train.train_partition`, as the train_prior rule
+does), extending one checkpoint to each step count in turn (the learning rate is constant after
+the warm-up, so the snapshot at N steps is the model an N-step run writes), and saves
+OUT/<modality>/steps<N>/g<g>/model.pt with the validation eps L1 history beside it. On CUDA the
+partitions train side by side in separate processes; on the CPU one after another.
+`--budget-s` stops starting new step counts after that many seconds.
+
+`score` runs DART with the tuned settings (results/recon/<modality>/tuning/dart.json) on the
+first --n-val validation volumes or samples with each snapshot, and with the pipeline's own
+models (results/prior/...), and prints the validation SSIM per step count: the measurement of
+how far the prior's training length limits DART.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+import yaml
+
+from physdiff.config import mri_problem_config, stem_problem_config, validate_config
+
+
+def train_one(modality: str, G: int, g: int, steps: list[int], data: str, val: str, cfg: dict, out: str,
+              budget_s: float, device: str) -> None:
+    from physdiff.models.train import save_model, train_partition
+
+    torch.set_num_threads(1)
+    volumes, val_volumes = np.load(data), np.load(val)
+    start = time.perf_counter()
+    ckpt = Path(out) / f"checkpoint-{modality}-G{G}-g{g}.pt"
+    ckpt.unlink(missing_ok=True)
+    for n in sorted(steps):
+        if time.perf_counter() - start > budget_s:
+            print(f"{modality} g{g}: budget spent, {n} steps not started", flush=True)
+            break
+        result = train_partition(volumes, val_volumes, G=G, g=g, model_cfg=cfg["prior"]["model"],
+                                 train_cfg={**cfg["prior"]["train"], "checkpoint_every_s": 1e9},
+                                 augment=cfg["prior"]["augment"][modality], seed=cfg["seed"], checkpoint_path=ckpt,
+                                 steps=n, device=device, progress=False)
+        folder = Path(out) / modality / f"steps{n}" / f"g{g}"
+        folder.mkdir(parents=True, exist_ok=True)
+        save_model(folder / "model.pt", result)
+        (folder / "val.json").write_text(json.dumps({"val_history": result.val_history,
+                                                     "train_seconds": result.total_seconds}))
+        last = result.val_history[-1][1] if result.val_history else float("nan")
+        print(f"{modality} g{g}: {n} steps, {result.total_seconds:.0f} s in all, validation eps L1 {last:.4f}",
+              flush=True)
+    ckpt.unlink(missing_ok=True)
+
+
+def train(args, cfg: dict) -> None:
+    res = Path(args.results)
+    data = {"mri": (res / "data/mri/brats/train.npy", res / "data/mri/brats/val.npy"),
+            "stem": (res / "prior/stem/train.npy", res / "prior/stem/val.npy")}
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for modality in args.modality:
+        G = cfg["recon"]["partitions"][modality]
+        for g in range(G):
+            jobs.append((modality, G, g, args.steps, str(data[modality][0]), str(data[modality][1]), cfg, args.out,
+                         args.budget_s, device))
+    print(f"{len(jobs)} partitions on {device}: steps {sorted(args.steps)}", flush=True)
+    if device == "cuda":
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=train_one, args=job) for job in jobs]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        if any(p.exitcode for p in procs):
+            raise SystemExit(f"training failed: exit codes {[p.exitcode for p in procs]}")
+    else:
+        for job in jobs:
+            train_one(*job)
+
+
+def score(args, cfg: dict) -> None:
+    from physdiff.data.plan import recon_order, stem_plan
+    from physdiff.metrics.seams import partition_boundaries, seam_ratio
+    from physdiff.recon.run_prior import load_partition_models, load_val_problems, run_dart
+
+    res = Path(args.results)
+    rc = cfg["recon"]
+    for modality in args.modality:
+        G = rc["partitions"][modality]
+        settings = json.loads((res / f"recon/{modality}/tuning/dart.json").read_text())["settings"]
+        if modality == "mri":
+            mask = rc["dart"]["mri_tune_mask"]
+            inputs = SimpleNamespace(val=res / "data/mri/brats/val.npy", mask=res / f"data/mri/masks/{mask}.npy",
+                                     get=lambda key, default=None: None)
+            problem_cfg = mri_problem_config(cfg)
+        else:
+            val = recon_order([r for r in stem_plan(cfg) if r["split"] == "val"])  # tune_dart's order
+            inputs = SimpleNamespace(val=[res / f"data/stem/val/{name}.npz" for name in val],
+                                     transform=res / "prior/stem/scale.json", get=lambda key, default=None: None)
+            problem_cfg = stem_problem_config(cfg)
+        problems = load_val_problems(inputs, modality, problem_cfg, args.n_val)
+        truths = np.stack([truth for _, truth, _ in problems])
+        S = truths.shape[1]
+        sets = {"pipeline": [res / f"prior/{modality}/G{G}/g{g}/model.pt" for g in range(G)]}
+        for folder in sorted((Path(args.models) / modality).glob("steps*"), key=lambda p: int(p.name[5:])):
+            sets[folder.name] = [folder / f"g{g}/model.pt" for g in range(G)]
+        print(f"{modality}: {len(problems)} validation volumes, G = {G}, DART settings {settings}", flush=True)
+        for name, paths in sets.items():
+            if not all(p.exists() for p in paths):
+                print(f"  {name}: missing {[str(p) for p in paths if not p.exists()]}", flush=True)
+                continue
+            meta = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
+            models = load_partition_models([str(p) for p in paths], slices=S, size=truths.shape[2:])
+            start, scores, volumes = time.perf_counter(), [], []
+            for i, (problem, truth, sigma) in enumerate(problems):
+                volume, row, _ = run_dart(models, problem, truth, modality=modality, settings=settings,
+                                          seed=cfg["seed"] + i, sigma=sigma, progress=False)
+                scores.append(row["ssim"])
+                volumes.append(volume)
+            seam = seam_ratio(np.stack(volumes), partition_boundaries(S, G)) if modality == "mri" else float("nan")
+            seconds = [m.get("train_seconds") for m in meta]  # absent in files written before it was recorded
+            trained = f"{sum(seconds):.0f} s" if None not in seconds else "unrecorded time"
+            print(f"  {name:10} steps {[m['step'] for m in meta]}, trained {trained} in all: validation SSIM {np.mean(scores):.4f} ± {np.std(scores):.4f}"
+                  + (f", seam ratio {seam:.2f}" if modality == "mri" else "")
+                  + f" ({(time.perf_counter() - start) / len(problems):.1f} s per volume)", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", choices=["train", "score"])
+    ap.add_argument("--modality", nargs="+", choices=["mri", "stem"], default=["mri"])
+    ap.add_argument("--results", default="results", help="the pipeline's results folder")
+    ap.add_argument("--config", default="config/config.yaml")
+    ap.add_argument("--steps", type=int, nargs="+", default=[1000, 3000, 6000])
+    ap.add_argument("--out", default="benchmarks/out/prior_compute", help="train: where the snapshots go")
+    ap.add_argument("--models", default="benchmarks/out/prior_compute", help="score: the train mode's --out")
+    ap.add_argument("--budget-s", type=float, default=float("inf"))
+    ap.add_argument("--device", choices=["cuda", "cpu"], default=None)
+    ap.add_argument("--n-val", type=int, default=6)
+    args = ap.parse_args()
+    cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
+    (train if args.mode == "train" else score)(args, cfg)
+
+
+if __name__ == "__main__":
+    main()

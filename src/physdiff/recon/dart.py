@@ -50,6 +50,7 @@ def dart(models: Sequence[Callable], problem, *, sampler: str = "ddim", steps: i
     if n_samples < 1:
         raise ConfigError(f"recon.dart.n_samples must be >= 1, got {n_samples}")
     transform, log = problem.transform, []
+    problem.reset()  # a step size warm-started by an earlier run must not carry over (tune_dart reuses problems)
 
     def physics(x_net: torch.Tensor, t: int) -> torch.Tensor:
         # x_net: (B, 1, S, H, W) on the network's scale [-1, 1]

@@ -14,6 +14,8 @@ potentials in V·Å):
   volume; `score(x)` is their SSIM, with `data_range` from the measurement, never from a
   ground truth;
 - `naive_start()`: the guess a physics-only solver starts from (zero-filled image; V = 0);
+- `reset()`: forget what earlier reconstructions left behind (4D-STEM: the warm-started step
+  size), so every DART run on a problem starts as a fresh one would;
 - `solve(start, n_iter)`: the physics solver DRIFT runs from its chosen candidate.
 """
 
@@ -76,6 +78,10 @@ class MRIProblem:
         if device not in self._y_torch:
             self._y_torch[device] = torch.from_numpy(self.y).to(device)
         return self._y_torch[device]
+
+    def reset(self) -> None:
+        """Nothing carries over between MRI reconstructions but the last step's log."""
+        self.last_info = {}
 
     def residual(self, x: torch.Tensor) -> float:
         """||M ⊙ F x - M ⊙ y|| of an image x (S, H, W)."""
@@ -150,6 +156,10 @@ class STEMProblem:
     def from_sample(cls, sample: dict, transform: PowerTransform, **kwargs) -> "STEMProblem":
         """The problem of one simulated sample (`physdiff.data.stem_sim.load_sample`)."""
         return cls(sample["intensities"], MultisliceGeometry.from_sample(sample), transform, **kwargs)
+
+    def reset(self) -> None:
+        """Forget the warm-started step size, so the next DART run starts as on a fresh problem."""
+        self.eta, self.last_info = None, {}
 
     def loss(self, v: Any) -> float:
         """SPEC Eq. (2) of a potential (S, H, W) in V·Å."""

@@ -11,7 +11,8 @@ against the truth after each K of --k:
 - DRIFT with measurement-conditioned candidates: --n DART chains (the tuned DART settings, seeds
   0..n-1) on this measurement, picked by the best bright-field score (SPEC 5) and, where that
   differs, by the lowest Eq. (2) data loss on the whole 4D data set.
-It also prints each DART candidate's own SSIM, score and data loss. With --dose the stored
+It also prints each DART candidate's own SSIM, score and data loss, and each run's Eq. (2)
+loss after the last K. With --dose the stored
 noiseless intensities get Poisson noise first (seeded per sample), to see whether the prior
 helps where the data are noisy. A diagnostic on validation samples only:
 it reads no test sample and chooses nothing.
@@ -37,13 +38,14 @@ from physdiff.recon.run_prior import build_problem, load_partition_models, score
 from physdiff.recon.stem_baselines import sparse_decomposition
 
 
-def trace(problem, start, truth, sigma, ks) -> dict[int, float]:
-    """SSIM after each K in ks of one sparse-decomposition run from `start`."""
-    out: dict[int, float] = {}
+def trace(problem, start, truth, sigma, ks) -> dict:
+    """SSIM after each K in ks of one sparse-decomposition run from `start`; "loss": Eq. (2) at the last K."""
+    out: dict = {}
 
     def callback(iteration, potential, loss):
         if iteration in ks:
             out[iteration] = score("stem", potential.float().cpu().numpy(), truth, sigma)["ssim"]
+            out["loss"] = loss
 
     params = {**problem.solver_params, "n_iter": max(ks), "progress": False, "form": problem.form}
     sparse_decomposition(problem.intensities, problem.geometry, model=problem.model,
@@ -56,7 +58,7 @@ def main() -> None:
     ap.add_argument("--results", default="results")
     ap.add_argument("--config", default="config/config.yaml")
     ap.add_argument("--val", type=int, nargs="+", default=[0, 1, 2, 3], help="validation sample indices")
-    ap.add_argument("--n", type=int, default=4, help="DART candidates per measurement")
+    ap.add_argument("--n", type=int, default=4, help="DART candidates per measurement (0: none)")
     ap.add_argument("--k", type=int, nargs="+", default=[5, 10, 20, 40, 80])
     ap.add_argument("--dart-only", action="store_true", help="skip the twin and the prior pool")
     ap.add_argument("--dose", type=float, default=0.0,
@@ -101,16 +103,19 @@ def main() -> None:
             cand_scores.append(problem.score(v))
             cand_ssim.append(score("stem", v, truth, sigma)["ssim"])
             cand_loss.append(problem.loss(v))
-        best, by_loss = int(np.argmax(cand_scores)), int(np.argmin(cand_loss))
-        from_dart = trace(problem, cands[best], truth, sigma, ks)
-        rows.append(("DRIFT, DART candidates", from_dart))
-        if by_loss != best:
-            rows.append(("DRIFT, DART, by loss", trace(problem, cands[by_loss], truth, sigma, ks)))
-        print(f"{name} ({time.perf_counter() - t0:.0f} s): DART candidates SSIM {np.round(cand_ssim, 3).tolist()} "
-              f"scores {np.round(cand_scores, 3).tolist()} -> picks {best}; data loss "
-              f"{np.round(cand_loss, 4).tolist()} -> picks {by_loss}", flush=True)
+        if cands:
+            best, by_loss = int(np.argmax(cand_scores)), int(np.argmin(cand_loss))
+            rows.append(("DRIFT, DART candidates", trace(problem, cands[best], truth, sigma, ks)))
+            if by_loss != best:
+                rows.append(("DRIFT, DART, by loss", trace(problem, cands[by_loss], truth, sigma, ks)))
+            print(f"{name} ({time.perf_counter() - t0:.0f} s): DART candidates SSIM {np.round(cand_ssim, 3).tolist()} "
+                  f"scores {np.round(cand_scores, 3).tolist()} -> picks {best}; data loss "
+                  f"{np.round(cand_loss, 4).tolist()} -> picks {by_loss}", flush=True)
+        else:
+            print(f"{name} ({time.perf_counter() - t0:.0f} s)", flush=True)
         for label, tr in rows:
-            print(f"  {label:24s} " + "  ".join(f"K={k}: {tr.get(k, float('nan')):.3f}" for k in ks), flush=True)
+            print(f"  {label:24s} " + "  ".join(f"K={k}: {tr.get(k, float('nan')):.3f}" for k in ks)
+                  + f"  loss {tr.get('loss', float('nan')):.4g}", flush=True)
 
 
 if __name__ == "__main__":

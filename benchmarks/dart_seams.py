@@ -19,14 +19,13 @@ import argparse
 import json
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import yaml
 
-from physdiff.config import mri_problem_config, validate_config
+from physdiff.config import validate_config
 from physdiff.metrics.seams import partition_boundaries, seam_ratio
-from physdiff.recon.run_prior import load_partition_models, load_val_problems, run_dart
+from physdiff.recon.run_prior import load_partition_models, run_dart, validation_problems
 
 
 def main() -> None:
@@ -43,10 +42,7 @@ def main() -> None:
     G, mask = rc["partitions"]["mri"], rc["dart"]["mri_tune_mask"]
     tuning = res / "recon/mri/tuning/dart.json"
     settings = json.loads(tuning.read_text())["settings"]
-    inputs = SimpleNamespace(val=res / "data/mri/brats/val.npy", mask=res / f"data/mri/masks/{mask}.npy",
-                             get=lambda key, default=None: None)
-    problem_cfg = mri_problem_config(cfg)
-    problems = load_val_problems(inputs, "mri", problem_cfg, args.n_val)
+    problems = validation_problems(res, cfg, "mri", args.n_val, solver_tuning=False)
     S = problems[0][1].shape[0]
     models = load_partition_models([str(res / f"prior/mri/G{G}/g{g}/model.pt") for g in range(G)], slices=S,
                                    size=problems[0][1].shape[1:])

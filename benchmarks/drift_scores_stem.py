@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 import yaml
 
-from physdiff.config import stem_problem_config, validate_config
+from physdiff.config import validate_config
 from physdiff.data.plan import recon_order, stem_plan
 from physdiff.recon.drift import drift
-from physdiff.recon.run_prior import load_val_problems, score
+from physdiff.recon.run_prior import score, validation_problems
 
 
 def main() -> None:
@@ -37,9 +36,7 @@ def main() -> None:
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     res = Path(args.results)
     names = recon_order([r for r in stem_plan(cfg) if r["split"] == "val"])[: args.n_val]
-    inputs = SimpleNamespace(val=[res / f"data/stem/val/{n}.npz" for n in names],
-                             transform=res / "prior/stem/scale.json", get=lambda key, default=None: None)
-    problems = load_val_problems(inputs, "stem", stem_problem_config(cfg), args.n_val)
+    problems = validation_problems(res, cfg, "stem", args.n_val, solver_tuning=False)
     for path in args.candidates or [str(res / "recon/stem/drift/candidates.npy")]:
         candidates = problems[0][0].transform.decode(np.load(path))[: cfg["recon"]["drift"]["n_candidates"]]
         print(path, flush=True)

@@ -23,14 +23,13 @@ import argparse
 import json
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 import torch.multiprocessing as mp
 import yaml
 
-from physdiff.config import mri_problem_config, stem_problem_config, validate_config
+from physdiff.config import validate_config
 
 
 def train_one(modality: str, G: int, g: int, steps: list[int], data: str, val: str, cfg: dict, out: str,
@@ -89,26 +88,15 @@ def train(args, cfg: dict) -> None:
 
 
 def score(args, cfg: dict) -> None:
-    from physdiff.data.plan import recon_order, stem_plan
     from physdiff.metrics.seams import partition_boundaries, seam_ratio
-    from physdiff.recon.run_prior import load_partition_models, load_val_problems, run_dart
+    from physdiff.recon.run_prior import load_partition_models, run_dart, validation_problems
 
     res = Path(args.results)
     rc = cfg["recon"]
     for modality in args.modality:
         G = rc["partitions"][modality]
         settings = json.loads((res / f"recon/{modality}/tuning/dart.json").read_text())["settings"]
-        if modality == "mri":
-            mask = rc["dart"]["mri_tune_mask"]
-            inputs = SimpleNamespace(val=res / "data/mri/brats/val.npy", mask=res / f"data/mri/masks/{mask}.npy",
-                                     get=lambda key, default=None: None)
-            problem_cfg = mri_problem_config(cfg)
-        else:
-            val = recon_order([r for r in stem_plan(cfg) if r["split"] == "val"])  # tune_dart's order
-            inputs = SimpleNamespace(val=[res / f"data/stem/val/{name}.npz" for name in val],
-                                     transform=res / "prior/stem/scale.json", get=lambda key, default=None: None)
-            problem_cfg = stem_problem_config(cfg)
-        problems = load_val_problems(inputs, modality, problem_cfg, args.n_val)
+        problems = validation_problems(res, cfg, modality, args.n_val, solver_tuning=False)  # tune_dart's
         truths = np.stack([truth for _, truth, _ in problems])
         S = truths.shape[1]
         sets = {"pipeline": [res / f"prior/{modality}/G{G}/g{g}/model.pt" for g in range(G)]}

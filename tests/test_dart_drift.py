@@ -182,3 +182,36 @@ def test_a_partition_model_of_the_wrong_shape_stops_naming_the_file(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="model.pt"):
         load_partition_models([path])
+
+
+def test_validation_problems_measure_the_volumes_as_tune_dart_does(tmp_path):
+    # what benchmarks/ read from a finished run must be the problems the tuning rules saw
+    from pathlib import Path
+
+    from physdiff.config import load_config, mri_problem_config
+    from physdiff.recon.run_prior import mri_problem, validation_problems
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config/config.yaml")
+    cfg["recon"]["mri"]["noise_std"] = 0.01  # the default measures without noise, where seeds do not show
+    mask_name = cfg["recon"]["dart"]["mri_tune_mask"]
+    with pytest.raises(InputError, match="val.npy: missing"):
+        validation_problems(tmp_path, cfg, "mri", 2, solver_tuning=False)
+    volumes = np.stack([blob_volume(4, 16, seed=s) for s in range(3)])
+    mask = np.zeros((16, 16), bool)
+    mask[:, ::3] = True
+    (tmp_path / "data/mri/brats").mkdir(parents=True)
+    (tmp_path / "data/mri/masks").mkdir(parents=True)
+    np.save(tmp_path / "data/mri/brats/val.npy", volumes)
+    np.save(tmp_path / f"data/mri/masks/{mask_name}.npy", mask)
+    problems = validation_problems(tmp_path, cfg, "mri", 2, solver_tuning=False)
+    assert len(problems) == 2
+    pc = mri_problem_config(cfg)
+    for i, (problem, truth, sigma) in enumerate(problems):
+        assert sigma is None and np.array_equal(truth, volumes[i])
+        # validation volumes are measured with the seeds tune_dart uses, never the test seeds
+        expected = mri_problem(volumes[i], mask, noise_std=pc["noise_std"], seed=pc["seed"] + 100_000 + i)
+        np.testing.assert_array_equal(problem.y, expected.y)
+        assert not np.array_equal(problem.y, mri_problem(volumes[i], mask, noise_std=pc["noise_std"],
+                                                         seed=pc["seed"] + i).y)
+    with pytest.raises(ConfigError, match="modality"):
+        validation_problems(tmp_path, cfg, "ct")

@@ -12,11 +12,14 @@ import json
 import logging
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from physdiff.config import mri_problem_config, stem_problem_config
+from physdiff.data.plan import recon_order, stem_plan
 from physdiff.data.stem_sim import load_sample
 from physdiff.data.transforms import PowerTransform, load_transform
 from physdiff.errors import ConfigError, InputError
@@ -205,3 +208,34 @@ def load_val_problems(inputs, modality: str, cfg: dict, n_val: int) -> list[tupl
                                   solver_tuning=inputs.get("solver_tuning")),
                     np.asarray(sample["potential"], np.float32), float(sample["sigma"])))
     return out
+
+
+def validation_problems(results: str | Path, cfg: dict, modality: str, n_val: int | None = None, *,
+                        solver_tuning: bool = True) -> list[tuple[Any, np.ndarray, float | None]]:
+    """The validation problems that tune_dart and tune_drift see, read from a run's `results` folder.
+
+    For scripts outside the workflow (benchmarks/): the same files in the same order, the same
+    noise seeds and problem settings as the rules, from a validated config; `n_val` defaults to
+    `recon.n_val`. With `solver_tuning` DRIFT's solver gets the weight its baseline was tuned to
+    (that file must exist); without it, the config's own weight.
+    """
+    res, rc = Path(results), cfg["recon"]
+    if modality == "mri":
+        mask = rc["dart"]["mri_tune_mask"]
+        files = {"val": res / "data/mri/brats/val.npy", "mask": res / f"data/mri/masks/{mask}.npy"}
+        tuning, problem_cfg = res / f"recon/mri/tuning/{mask}/{rc['drift']['mri_solver']}.json", mri_problem_config(cfg)
+    elif modality == "stem":
+        names = recon_order([r for r in stem_plan(cfg) if r["split"] == "val"])
+        files = {"val": [res / f"data/stem/val/{name}.npz" for name in names], "transform": res / "prior/stem/scale.json"}
+        tuning, problem_cfg = res / f"recon/stem/tuning/{rc['drift']['stem_solver']}.json", stem_problem_config(cfg)
+    else:
+        raise ConfigError(f"modality: expected 'mri' or 'stem', got {modality!r}")
+    if solver_tuning:
+        files["solver_tuning"] = str(tuning)
+    for key in ("val", "mask", "transform", "solver_tuning"):
+        for path in ([] if key not in files else files[key] if isinstance(files[key], list) else [files[key]]):
+            if not Path(path).is_file():
+                raise InputError(f"{path}: missing; validation_problems reads a finished run's results folder "
+                                 f"(run the default pipeline first)")
+    inputs = SimpleNamespace(**files, get=lambda key, default=None: files.get(key, default))
+    return load_val_problems(inputs, modality, problem_cfg, rc["n_val"][modality] if n_val is None else n_val)

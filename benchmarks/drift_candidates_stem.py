@@ -12,10 +12,9 @@ against the truth after each K of --k:
   0..n-1) on this measurement, picked by the best bright-field score (SPEC 5) and, where that
   differs, by the lowest Eq. (2) data loss on the whole 4D data set.
 It also prints each DART candidate's own SSIM, score and data loss, and each run's Eq. (2)
-loss after the last K. With --dose the stored
-noiseless intensities get Poisson noise first (seeded per sample), to see whether the prior
-helps where the data are noisy. A diagnostic on validation samples only:
-it reads no test sample and chooses nothing.
+loss after the last K. With --dose the stored noiseless intensities get Poisson noise first
+(seeded per sample), to see whether the prior helps where the data are noisy. A diagnostic on
+validation samples only: it reads no test sample and chooses nothing.
 """
 
 from __future__ import annotations
@@ -31,9 +30,9 @@ import yaml
 
 from physdiff.config import stem_problem_config, validate_config
 from physdiff.data.plan import recon_order, stem_plan
-from physdiff.recon.dart import dart
 from physdiff.data.stem_sim import load_sample
 from physdiff.data.transforms import load_transform
+from physdiff.recon.dart import dart
 from physdiff.recon.run_prior import build_problem, load_partition_models, score
 from physdiff.recon.stem_baselines import sparse_decomposition
 

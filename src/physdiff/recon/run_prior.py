@@ -219,23 +219,23 @@ def validation_problems(results: str | Path, cfg: dict, modality: str, n_val: in
     `recon.n_val`. With `solver_tuning` DRIFT's solver gets the weight its baseline was tuned to
     (that file must exist); without it, the config's own weight.
     """
+    if modality not in ("mri", "stem"):
+        raise ConfigError(f"modality: expected 'mri' or 'stem', got {modality!r}")
     res, rc = Path(results), cfg["recon"]
+    n_val = rc["n_val"][modality] if n_val is None else n_val
     if modality == "mri":
         mask = rc["dart"]["mri_tune_mask"]
         files = {"val": res / "data/mri/brats/val.npy", "mask": res / f"data/mri/masks/{mask}.npy"}
         tuning, problem_cfg = res / f"recon/mri/tuning/{mask}/{rc['drift']['mri_solver']}.json", mri_problem_config(cfg)
-    elif modality == "stem":
-        names = recon_order([r for r in stem_plan(cfg) if r["split"] == "val"])
+    else:
+        names = recon_order([r for r in stem_plan(cfg) if r["split"] == "val"])[:n_val]
         files = {"val": [res / f"data/stem/val/{name}.npz" for name in names], "transform": res / "prior/stem/scale.json"}
         tuning, problem_cfg = res / f"recon/stem/tuning/{rc['drift']['stem_solver']}.json", stem_problem_config(cfg)
-    else:
-        raise ConfigError(f"modality: expected 'mri' or 'stem', got {modality!r}")
     if solver_tuning:
         files["solver_tuning"] = str(tuning)
-    for key in ("val", "mask", "transform", "solver_tuning"):
-        for path in ([] if key not in files else files[key] if isinstance(files[key], list) else [files[key]]):
-            if not Path(path).is_file():
-                raise InputError(f"{path}: missing; validation_problems reads a finished run's results folder "
-                                 f"(run the default pipeline first)")
+    for path in (p for v in files.values() for p in (v if isinstance(v, list) else [v])):
+        if not Path(path).is_file():
+            raise InputError(f"{path}: missing; validation_problems reads a finished run's results folder "
+                             f"(run the default pipeline first)")
     inputs = SimpleNamespace(**files, get=lambda key, default=None: files.get(key, default))
-    return load_val_problems(inputs, modality, problem_cfg, rc["n_val"][modality] if n_val is None else n_val)
+    return load_val_problems(inputs, modality, problem_cfg, n_val)

@@ -16,7 +16,7 @@ Prints tables of
   * --lr-study LR...: short MRI G=2 runs scored by the validation loss (benchmarks/prior_study.md).
 
 Example: python benchmarks/prior.py --threads 2 --size default
-         python benchmarks/prior.py --threads 1 --compare 680e379 --repeats 5
+         python benchmarks/prior.py --threads 1 --compare 680e379 --repeats 5 [--compare-also 03ecce2]
 """
 
 from __future__ import annotations
@@ -178,8 +178,11 @@ def _unet_at(rev: str):
     return module.build_unet
 
 
-def compare(rev: str, *, batch: int, slab: int, repeats: int) -> None:
+def compare(rev: str, *, batch: int, slab: int, repeats: int, also: tuple[str, ...] = ()) -> None:
     """CPU seconds per training step of the U-Net at `rev` and of this tree's, interleaved in one run.
+
+    Each revision in `also` adds a row: unet.py at that revision in the default setting (bf16,
+    slice attention at 16 only), to show a later change against its parent in the same run.
 
     CPU time of this one-thread process (time.process_time), not wall time: other jobs on a
     shared machine then stretch neither side. The minimum over repeats is reported.
@@ -193,6 +196,9 @@ def compare(rev: str, *, batch: int, slab: int, repeats: int) -> None:
              "new + bf16 autocast": (build_unet, new, True),
              "new + slice attention at 16 only": (build_unet, {**new, "temporal_attn_resolutions": (16,)}, False),
              "new + bf16 + slice attention at 16 only": (build_unet, {**new, "temporal_attn_resolutions": (16,)}, True)}
+    for other in also:
+        cases[f"unet.py at {other} + bf16 + slice attention at 16 only"] = (
+            _unet_at(other), {**new, "temporal_attn_resolutions": (16,)}, True)
     steps = {}
     for name, (build, cfg, bf16) in cases.items():
         torch.manual_seed(0)
@@ -260,6 +266,8 @@ def main() -> None:
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--compare", metavar="REV", default=None,
                     help="only compare training-step CPU time of unet.py at git revision REV with this tree's")
+    ap.add_argument("--compare-also", metavar="REV", nargs="+", default=(),
+                    help="with --compare: also time unet.py at these revisions in the default setting")
     ap.add_argument("--lr-study", type=float, nargs="+", default=None, metavar="LR",
                     help="only run the learning-rate study (MRI G=2 g=0, results/data/mri/brats) for these rates")
     ap.add_argument("--study-warmup", type=int, default=100)
@@ -271,7 +279,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.compare:
-        compare(args.compare, batch=args.batch, slab=args.slices // 2, repeats=args.repeats)
+        compare(args.compare, batch=args.batch, slab=args.slices // 2, repeats=args.repeats, also=tuple(args.compare_also))
         return
     if args.lr_study:
         print("| lr | warm-up | steps | precision, model | train/val volumes | val eps L1 (EMA) at each check | at t=50/200/500/800 "

@@ -8,7 +8,8 @@ training settings and seeds (`physdiff.models.train.train_partition`, as the tra
 does), extending one checkpoint to each step count in turn (the learning rate is constant after
 the warm-up, so the snapshot at N steps is the model an N-step run writes), and saves
 OUT/<modality>/steps<N>/g<g>/model.pt with the validation eps L1 history beside it. On CUDA the
-partitions train side by side in separate processes; on the CPU one after another.
+partitions train side by side in separate processes; on the CPU one after another unless
+`--jobs N` runs N side by side.
 `--budget-s` stops starting new step counts after that many seconds.
 
 `score` runs DART with the tuned settings (results/recon/<modality>/tuning/dart.json) on the
@@ -72,19 +73,17 @@ def train(args, cfg: dict) -> None:
         for g in range(G):
             jobs.append((modality, G, g, args.steps, str(data[modality][0]), str(data[modality][1]), cfg, args.out,
                          args.budget_s, device))
-    print(f"{len(jobs)} partitions on {device}: steps {sorted(args.steps)}", flush=True)
-    if device == "cuda":
-        ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=train_one, args=job) for job in jobs]
+    side_by_side = args.jobs or (len(jobs) if device == "cuda" else 1)
+    print(f"{len(jobs)} partitions on {device}, {side_by_side} at a time: steps {sorted(args.steps)}", flush=True)
+    ctx = mp.get_context("spawn")
+    for first in range(0, len(jobs), side_by_side):
+        procs = [ctx.Process(target=train_one, args=job) for job in jobs[first:first + side_by_side]]
         for p in procs:
             p.start()
         for p in procs:
             p.join()
         if any(p.exitcode for p in procs):
             raise SystemExit(f"training failed: exit codes {[p.exitcode for p in procs]}")
-    else:
-        for job in jobs:
-            train_one(*job)
 
 
 def score(args, cfg: dict) -> None:
@@ -132,6 +131,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[1000, 3000, 6000])
     ap.add_argument("--out", default="benchmarks/out/prior_compute", help="train: where the snapshots go")
     ap.add_argument("--models", default="benchmarks/out/prior_compute", help="score: the train mode's --out")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="train: partitions side by side, one process (one thread) each (default: all on CUDA, 1 on the CPU)")
     ap.add_argument("--budget-s", type=float, default=float("inf"))
     ap.add_argument("--device", choices=["cuda", "cpu"], default=None)
     ap.add_argument("--n-val", type=int, default=6)

@@ -91,3 +91,27 @@ def test_cuda_attention_in_chunks_equals_one_call(monkeypatch):
     monkeypatch.setattr(unet, "CUDA_ATTENTION_CHUNK", 16)  # 40 sequences x 2 heads -> chunks of 8
     q, k, v = torch.randn(3, 40, 2, 8, 16, device="cuda").unbind(0)
     torch.testing.assert_close(unet._attend(q, k, v), torch.nn.functional.scaled_dot_product_attention(q, k, v))
+
+
+@pytest.mark.parametrize("length", [8, 256])  # slice attention (matmul path), spatial (fp32 flash)
+def test_cpu_bf16_attention_matches_float64_reference(length):
+    """Under bf16 autocast on the CPU, _attend gives softmax(q k^T / sqrt(d)) v and its gradients."""
+    from physdiff.models import unet
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(6, 2, length, 16, generator=gen).to(torch.bfloat16) for _ in range(3))
+    grad = torch.randn(6, 2, length, 16, generator=gen, dtype=torch.float64)
+
+    def run(fn, dtype):
+        args = [z.detach().to(dtype).requires_grad_() for z in (q, k, v)]
+        out = fn(*args)
+        (out.double() * grad).sum().backward()
+        return out, [a.grad for a in args]
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, grads = run(unet._attend, torch.bfloat16)
+    ref, ref_grads = run(torch.nn.functional.scaled_dot_product_attention, torch.float64)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=0.02)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g.double(), r, rtol=0, atol=0.05 * r.abs().max().item())

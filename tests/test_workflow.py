@@ -32,6 +32,15 @@ def test_test_config_runs_every_rule_end_to_end(test_config_run):
     with np.load(stem[0]) as sample:
         assert sample["potential"].shape[0] == cfg["stem"]["simulation"]["n_slices"]
     assert (work / "results/figures/datasets.png").stat().st_size > 10_000
+    # one MRI baseline job writes every volume of its dataset: each file holds its own volume's row
+    rows = sorted((work / "results/recon/mri").glob("*/*/*/*.json"))
+    baseline = [p for p in rows if p.parent.name in ("zero_filled", "cs_l1_wavelet", "tv", "projection")]
+    assert {p.parts[-4] for p in baseline} == {"brats", "roots"}
+    for path in baseline:
+        row = json.loads(path.read_text())
+        assert (row["dataset"], row["mask"], row["sample"]) == (path.parts[-4], path.parts[-3], path.stem)
+    zero_filled = sorted((work / "results/recon/mri/brats").glob("*/zero_filled/*.npy"))
+    assert len(zero_filled) >= 2 and not np.array_equal(np.load(zero_filled[0]), np.load(zero_filled[1]))
     # every rule leaves a log behind
     assert any((work / "results" / "logs").rglob("*.log"))
 

@@ -93,6 +93,12 @@ def stem_figure_samples():
 RECON = config["recon"]
 
 
+# The MRI datasets reconstructed, each with its masks: the BraTS-like test split at every mask,
+# and the OOD roots (if enabled) at recon.mri.ood_masks.
+MRI_SETS = [("brats", MASK_IDS)] + ([("roots", RECON["mri"]["ood_masks"])] if MRI_CFG["ood"]["enabled"] else [])
+MRI_DATASETS = [dataset for dataset, _ in MRI_SETS]
+
+
 def _first(items):
     return list(items)[: RECON["max_samples"]] if RECON["max_samples"] else list(items)
 
@@ -108,8 +114,9 @@ def stem_recon_samples(split):
     return _first(recon_order([r for r in STEM_PLAN if r["split"] == split]))
 
 
-def mri_volumes_of(wildcards):
-    return rules.prepare_mri.output.test if wildcards.dataset == "brats" else rules.prepare_roots.output.ood
+def mri_volumes_of(dataset):
+    """The array of MRI volumes that `dataset` (brats: the test split; roots: the OOD set) reconstructs."""
+    return rules.prepare_mri.output.test if dataset == "brats" else rules.prepare_roots.output.ood
 
 
 def mri_tuning_of(wildcards):
@@ -135,8 +142,7 @@ def stem_tuning_samples(wildcards=None):
 def baseline_metrics():
     """Every metrics row the baseline table gathers."""
     out = []
-    datasets = [("brats", MASK_IDS)] + ([("roots", RECON["mri"]["ood_masks"])] if MRI_CFG["ood"]["enabled"] else [])
-    for dataset, masks in datasets:
+    for dataset, masks in MRI_SETS:
         out += expand(
             "results/recon/mri/{dataset}/{mask}/{method}/{sample}.json",
             dataset=dataset, mask=masks, method=RECON["mri"]["methods"], sample=mri_recon_samples(dataset),
@@ -232,7 +238,7 @@ DART_BASE = {k: RECON["dart"][k] for k in ("sampler", "steps", "eta", "correctio
 
 def mri_test_inputs(wildcards):
     return {
-        "volumes": mri_volumes_of(wildcards),
+        "volumes": mri_volumes_of(wildcards.dataset),
         "mask": f"results/data/mri/masks/{wildcards.mask}.npy",
         "solver_tuning": f"results/recon/mri/tuning/{wildcards.mask}/{RECON['drift']['mri_solver']}.json",
     }
@@ -249,8 +255,7 @@ def stem_test_inputs(wildcards):
 def prior_recon_metrics():
     """Every DART, DRIFT and physics-only metrics row of Tables 1 and 2."""
     out = []
-    mri_sets = [("brats", MASK_IDS)] + ([("roots", RECON["mri"]["ood_masks"])] if MRI_CFG["ood"]["enabled"] else [])
-    for dataset, masks in mri_sets:
+    for dataset, masks in MRI_SETS:
         out += expand(
             "results/recon/mri/{dataset}/{mask}/{method}/{sample}.json",
             dataset=dataset, mask=masks, method=["dart", "drift", "drift_physics_only"], sample=mri_recon_samples(dataset),

@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--results", default="results")
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--n-val", type=int, default=4)
-    parser.add_argument("--seams", nargs="+", default=["none", "overlap"], choices=["none", "overlap"])
+    parser.add_argument("--seams", nargs="+", default=["none", "overlap"], choices=["none", "overlap", "plateau"])
     parser.add_argument("--n-samples", type=int, nargs="+", default=[1], help="DART chains averaged (recon.dart.n_samples)")
     args = parser.parse_args()
     res = Path(args.results)

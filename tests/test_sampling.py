@@ -92,12 +92,13 @@ class SliceWise:
         return 0.3 * torch.tanh(2 * x) + 0.01 * float(t[0]) / 1000
 
 
+@pytest.mark.parametrize("seam", ["overlap", "plateau"])
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 @pytest.mark.parametrize("G", [2, 3])
-def test_overlap_seams_with_slice_wise_models_equal_one_model(sampler, G):
+def test_overlap_seams_with_slice_wise_models_equal_one_model(sampler, G, seam):
     kw = dict(sampler=sampler, steps=6, seed=4, progress=False)
     one = reverse_diffusion([SliceWise()], (2, 12, 4, 4), **kw)
-    many = reverse_diffusion([SliceWise()] * G, (2, 12, 4, 4), seam="overlap", **kw)
+    many = reverse_diffusion([SliceWise()] * G, (2, 12, 4, 4), seam=seam, **kw)
     torch.testing.assert_close(many, one, atol=1e-5, rtol=0)
 
 
@@ -111,3 +112,28 @@ def test_overlap_windows_span_the_boundary_at_slab_length():
     assert (g, a, e) == (0, 2, 6) and w[1] == w[2] > 0.7 and w[0] == w[3] < 0.3
     with pytest.raises(ConfigError, match="prior.sampling.seam"):
         reverse_diffusion(models, (1, 8, 4, 4), steps=2, progress=False, seam="shift")
+
+
+def test_plateau_window_alone_predicts_the_boundary_slices():
+    """Slab of 8: weights 1/4, 3/4, then 1 on the four middle slices; there eps is the window's only."""
+    from physdiff.models.sampling import partition_eps, seam_windows
+
+    (g, a, e, w), = seam_windows(partition_bounds(16, 2), "plateau")
+    assert (g, a, e) == (0, 4, 12)
+    torch.testing.assert_close(w, torch.tensor([0.25, 0.75, 1, 1, 1, 1, 0.75, 0.25]))
+    with pytest.raises(ConfigError, match="window shape"):
+        seam_windows(partition_bounds(16, 2), "triangle")
+
+    # model g returns g + 10 * (its slab's first slice value): tells slab forwards from window ones
+    def model(g):
+        return lambda x, t: torch.full_like(x, g) + 10 * x[:, :, :1]
+
+    x = torch.arange(16, dtype=torch.float32).reshape(1, 1, 16, 1, 1).expand(1, 1, 16, 2, 2)
+    eps = partition_eps([model(0), model(1)], [torch.device("cpu")] * 2, partition_bounds(16, 2), x, 5,
+                        "plateau")[0, 0, :, 0, 0]
+    window, own0, own1 = 40.0, 0.0, 81.0  # model 0 on [4, 12) sees slice 4 first; slabs start at 0 and 8
+    torch.testing.assert_close(eps[6:10], torch.full((4,), window))
+    torch.testing.assert_close(eps[:4], torch.full((4,), own0))
+    torch.testing.assert_close(eps[12:], torch.full((4,), own1))
+    torch.testing.assert_close(eps[4], torch.tensor(0.25 * window + 0.75 * own0))
+    torch.testing.assert_close(eps[11], torch.tensor(0.25 * window + 0.75 * own1))

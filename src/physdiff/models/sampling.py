@@ -4,10 +4,14 @@ At each reverse step every partition model g predicts eps for its slab of x_t, t
 x0 predictions are stacked into the full volume, an optional correction (DART's physics step)
 acts on that whole volume, and the DDPM or DDIM step moves x_t toward the corrected x0.
 
-Seams: with `seam="overlap"`, model g also denoises a window of its own slab length centred on
-the boundary between slabs g and g+1, and eps there is a blend that leans on the window near
-the boundary, so the slices on either side are predicted from one view of both. Each model
-still sees only slab-length inputs and holds only its own weights. `seam="none"` is plain stacking.
+Seams: with `seam="overlap"` or `"plateau"`, model g also denoises a window of its own slab
+length centred on the boundary between slabs g and g+1, and eps there is a blend that leans on
+the window near the boundary, so the slices on either side are predicted from one view of both.
+"overlap" weighs the window with a triangle (7/8 at the two boundary slices of a slab of 8, so
+1/8 of each slab's own, disagreeing prediction remains there); "plateau" with a trapezoid that is
+1 over the window's middle half and ramps to 0 over its outer quarters, so the boundary slices
+come from the window alone. Each model still sees only slab-length inputs and holds only its
+own weights. `seam="none"` is plain stacking.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from physdiff.errors import ConfigError
 from physdiff.models.diffusion import GaussianDiffusion, to_data
 
 Correction = Callable[[torch.Tensor, int], torch.Tensor]
-SEAMS = ("none", "overlap")
+SEAMS = ("none", "overlap", "plateau")
 
 
 def partition_bounds(num_slices: int, partitions: int) -> list[tuple[int, int]]:
@@ -43,12 +47,15 @@ def partition_devices(count: int, devices: Sequence | None = None) -> list[torch
     return [torch.device(d) for d in devices]
 
 
-def seam_windows(bounds: Sequence[tuple[int, int]]) -> list[tuple[int, int, int, torch.Tensor]]:
+def seam_windows(bounds: Sequence[tuple[int, int]], shape: str = "overlap") -> list[tuple[int, int, int, torch.Tensor]]:
     """(model g, start, end, blend weights (end - start,)) of a window across each slab boundary.
 
-    The window has the shorter neighbouring slab's length; its weight is a triangle that is
-    near 1 at the two slices meeting at the boundary and falls to 0 toward the window's ends.
+    The window has the shorter neighbouring slab's length. Its weight at slice centre c, a
+    distance |c - b| from the boundary b in a window of length L: "overlap", a triangle
+    1 - |c - b| / (L / 2); "plateau", a trapezoid clip((L / 2 - |c - b|) / (L / 4), 0, 1).
     """
+    if shape not in ("overlap", "plateau"):
+        raise ConfigError(f"seam window shape must be 'overlap' or 'plateau', got {shape!r}")
     out = []
     for g in range(len(bounds) - 1):
         b = bounds[g][1]
@@ -56,8 +63,11 @@ def seam_windows(bounds: Sequence[tuple[int, int]]) -> list[tuple[int, int, int,
         if length < 2:
             continue
         start = b - length // 2
-        centre = torch.arange(start, start + length, dtype=torch.float32) + 0.5  # slice centres
-        w = (1 - (centre - b).abs() / (length / 2)).clamp_min(0.0)
+        distance = (torch.arange(start, start + length, dtype=torch.float32) + 0.5 - b).abs()  # of slice centres
+        if shape == "overlap":
+            w = (1 - distance / (length / 2)).clamp_min(0.0)
+        else:
+            w = ((length / 2 - distance) / (length / 4)).clamp(0.0, 1.0)
         out.append((g, start, start + length, w))
     return out
 
@@ -69,7 +79,7 @@ def partition_eps(models: Sequence[Callable], devs: Sequence[torch.device], boun
     step = lambda dev: torch.full((b,), t, device=dev, dtype=torch.long)
     # Launch every partition before gathering, so CUDA devices work side by side.
     eps = [model(x[:, :, a:e].to(dev), step(dev)) for model, dev, (a, e) in zip(models, devs, bounds)]
-    windows = seam_windows(bounds) if seam == "overlap" else []
+    windows = seam_windows(bounds, seam) if seam != "none" else []
     win_eps = [models[g](x[:, :, a:e].to(devs[g]), step(devs[g])) for g, a, e, _ in windows]
     eps = torch.cat([e.to(home, torch.float32) for e in eps], dim=2)
     if not windows:
@@ -96,8 +106,9 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
     `xt_correction(x_prev, t_prev)` on x_{t-1} (not after the last step). `sampler` "ddpm" is
     the ancestral Eq. (1) (respaced when steps < T); "ddim" takes eta. Noise comes from one
     CPU torch.Generator seeded by `seed`, so results repeat exactly for a seed. `seam` is "none"
-    (stacked slabs) or "overlap" (eps blended with windows across the boundaries, G - 1 more
-    slab forwards per step); the hooks see the full stacked volume either way.
+    (stacked slabs), "overlap" or "plateau" (eps blended with windows across the boundaries,
+    G - 1 more slab forwards per step; see the module docstring); the hooks see the full
+    stacked volume either way.
     """
     if sampler not in ("ddim", "ddpm"):
         raise ConfigError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")

@@ -40,8 +40,8 @@ def dart(models: Sequence[Callable], problem, *, sampler: str = "ddim", steps: i
 
     `n_samples` > 1 runs that many chains side by side and averages them in data units before
     the final physics step. The noise is seeded by `seed`. `seam` is the partitioned sampler's
-    seam handling ("none": plain stacking; "overlap": eps blended across partition boundaries,
-    `physdiff.models.sampling`).
+    seam handling ("none": plain stacking; "overlap" or "plateau": eps blended across partition
+    boundaries, `physdiff.models.sampling`).
     """
     if correction not in ("x0", "xt"):
         raise ConfigError(f"recon.dart.correction must be 'x0' or 'xt', got {correction!r}")

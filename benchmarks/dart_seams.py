@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
 from physdiff.config import validate_config
@@ -35,7 +36,11 @@ def main() -> None:
     parser.add_argument("--n-val", type=int, default=4)
     parser.add_argument("--seams", nargs="+", default=["none", "overlap"], choices=["none", "overlap", "plateau"])
     parser.add_argument("--n-samples", type=int, nargs="+", default=[1], help="DART chains averaged (recon.dart.n_samples)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's, all cores); 1 when sharing the machine with other jobs")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     res = Path(args.results)
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     rc = cfg["recon"]

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
 from physdiff.config import mri_problem_config, validate_config
@@ -48,7 +49,11 @@ def main() -> None:
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--mask", default="gaussian_R4")
     parser.add_argument("--volumes", nargs="*", default=[], help="NIfTI files to use instead of the packaged ones")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's, all cores); 1 when sharing the machine with other jobs")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     res = Path(args.results)
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     rc, mri = cfg["recon"], cfg["mri"]

@@ -70,7 +70,7 @@ for _dataset in MRI_DATASETS:
         threads: 1
         resources:
             mem_mb=2000,
-            runtime=60,
+            runtime=10 + 5 * len(mri_recon_samples(_dataset)),  # minutes: 30 volumes of the paper size fit
         conda:
             "../../envs/physdiff.yaml"
         script:

@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 from physdiff.config import validate_config
 from physdiff.metrics.seams import partition_boundaries, seam_ratio
 from physdiff.recon.run_prior import load_partition_models, run_dart, validation_problems
+from physdiff.workflow import set_threads
 
 
 def main() -> None:
@@ -37,10 +37,10 @@ def main() -> None:
     parser.add_argument("--seams", nargs="+", default=["none", "overlap"], choices=["none", "overlap", "plateau"])
     parser.add_argument("--n-samples", type=int, nargs="+", default=[1], help="DART chains averaged (recon.dart.n_samples)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's, all cores); 1 when sharing the machine with other jobs")
+                        help="torch and BLAS threads (default: all cores); 1 when sharing the machine with other jobs")
     args = parser.parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     res = Path(args.results)
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     rc = cfg["recon"]

@@ -17,12 +17,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from physdiff.metrics.ssim import ssim_volume
 from physdiff.physics.mri import simulate_kspace
 from physdiff.recon.mri_baselines import projection_based
 from physdiff.recon.problems import MRIProblem
+from physdiff.workflow import set_threads
 
 
 def main() -> None:
@@ -32,10 +32,10 @@ def main() -> None:
     parser.add_argument("--volumes", type=int, default=3)
     parser.add_argument("--k", type=int, nargs="+", default=[1, 3, 10, 100])
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's, all cores); 1 when sharing the machine with other jobs")
+                        help="torch and BLAS threads (default: all cores); 1 when sharing the machine with other jobs")
     args = parser.parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     res = Path(args.results)
     candidates = np.load(res / "recon/mri/drift/candidates.npy")
     test = np.load(res / "data/mri/brats/test.npy")[: args.volumes].astype(np.float32)

@@ -20,7 +20,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 from physdiff.config import mri_problem_config, validate_config
@@ -31,6 +30,7 @@ from physdiff.physics.mri import simulate_kspace
 from physdiff.recon.mri_baselines import MRI_BASELINES
 from physdiff.recon.run import mri_params
 from physdiff.recon.run_prior import build_problem, load_partition_models, run_dart
+from physdiff.workflow import set_threads
 
 
 def packaged_volumes() -> dict[str, np.ndarray]:
@@ -50,10 +50,10 @@ def main() -> None:
     parser.add_argument("--mask", default="gaussian_R4")
     parser.add_argument("--volumes", nargs="*", default=[], help="NIfTI files to use instead of the packaged ones")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's, all cores); 1 when sharing the machine with other jobs")
+                        help="torch and BLAS threads (default: all cores); 1 when sharing the machine with other jobs")
     args = parser.parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     res = Path(args.results)
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     rc, mri = cfg["recon"], cfg["mri"]

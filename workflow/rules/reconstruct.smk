@@ -45,7 +45,7 @@ for _dataset in MRI_DATASETS:
         name:
             f"reconstruct_baseline_mri_{_dataset}"
         input:
-            volumes=lambda wildcards, dataset=_dataset: mri_volumes_of(dataset),
+            volumes=mri_volumes_of(_dataset),
             mask="results/data/mri/masks/{mask}.npy",
             tuning=mri_tuning_of,
         output:

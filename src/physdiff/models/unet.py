@@ -116,8 +116,8 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     CPU bf16 (training under autocast): explicit matmuls with an fp32 softmax for L up to
     CPU_SHORT_SEQUENCE, else fp32 scaled_dot_product_attention; the result is bf16 either way.
     """
-    n, heads = q.shape[:2]
     if q.is_cuda:
+        n, heads = q.shape[:2]
         chunk = max(1, CUDA_ATTENTION_CHUNK // heads)
         if n <= chunk:
             return F.scaled_dot_product_attention(q, k, v)

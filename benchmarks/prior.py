@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from physdiff.models.diffusion import GaussianDiffusion
+from physdiff.models.memory import peak_rss, reset_peak_rss
 from physdiff.models.sampling import reverse_diffusion
 from physdiff.models.unet import build_unet
 
@@ -81,33 +81,6 @@ def time_sampling(cfg: dict, *, partitions: int, slices: int, size: int, steps: 
     return (time.perf_counter() - t0) / steps
 
 
-def _status_kb(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
-def _reset_peak_rss() -> int:
-    """Reset the peak-RSS mark to the current RSS (Linux clear_refs 5); returns current bytes.
-
-    Without the reset, memory freed after imports sits under the old peak and a forward
-    pass that reuses it shows no growth at all.
-    """
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return _status_kb("VmRSS") * 1024
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _peak_rss() -> int:
-    try:
-        return _status_kb("VmHWM") * 1024
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def peak_memory_child(cfg: dict, slices: int, size: int, batch: int) -> dict:
     """Run in a fresh process: peak memory of one inference forward of one model."""
     torch.manual_seed(0)
@@ -123,13 +96,13 @@ def peak_memory_child(cfg: dict, slices: int, size: int, batch: int) -> dict:
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
         else:
-            base = _reset_peak_rss()
+            base = reset_peak_rss()
         model(x, t)
         if cuda:
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated()
         else:
-            peak = _peak_rss()
+            peak = peak_rss()
     return {"device": dev, "base_mb": base / 2**20, "peak_mb": peak / 2**20, "growth_mb": (peak - base) / 2**20}
 
 

@@ -72,6 +72,12 @@ def test_benchmark_files_give_time_and_memory_per_device(tmp_path):
     assert train.loc[2, "max_rss_mb"] == 320.0 and train.loc[2, "seconds"] == 7.0
     sample = cost[cost.stage.str.startswith("sample")].set_index("G")
     assert sample.loc[1, "seconds"] == 2.0 and sample.loc[2, "max_rss_mb"] == 720.0
+    assert cost.model_mb.isna().all()  # not measured: NaN, never a made-up figure
+    cost = cost_per_device({1: [paths["g1_0"]], 2: [paths["g2_0"], paths["g2_1"]]},
+                           {1: paths["gen1"], 2: paths["gen2"]}, n_generated=4,
+                           model_mb={1: {"train": 500.0, "sample": 120.0}, 2: {"train": 280.0, "sample": 65.0}})
+    by = cost.set_index(["stage", "G"]).model_mb
+    assert by["train (one job per partition)", 2] == 280.0 and by["sample (all partitions in one job)", 1] == 120.0
     # a resumed job's benchmark times only its own run: the model file's training time replaces it
     cost = cost_per_device({1: [paths["g1_0"]], 2: [paths["g2_0"], paths["g2_1"]]}, {}, n_generated=4,
                            train_seconds={2: [12.5, None]})
@@ -91,7 +97,7 @@ def test_a_bad_benchmark_file_is_named(tmp_path):
 def test_figure5_frame_and_plot(sweep, tmp_path):
     frame, _ = sweep
     cost = pd.DataFrame([{"stage": "train (one job per partition)", "G": G, "seconds": 5.0 / G,
-                          "max_rss_mb": 400.0 / G} for G in (1, 2)])
+                          "max_rss_mb": 400.0 / G, "model_mb": 300.0 / G} for G in (1, 2)])
     table = figure5_frame(frame, cost)
     assert set(table.panel) == {"steps", "per device vs G"}
     assert len(table[table.panel == "steps"]) == 3 * 2 * 2

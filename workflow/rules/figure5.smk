@@ -35,6 +35,7 @@ rule figure5:
         problem=problem_params("mri"),
         sampling=config["prior"]["sampling"],
         generate=config["prior"]["generate"],
+        train_batch=config["prior"]["train"]["batch_size"],
         seed=config["seed"],
         dpi=config["figures"]["dpi"],
     # one thread, as the reconstruct rules: timings stay comparable with theirs and steadier on a busy machine

@@ -8,7 +8,7 @@ from physdiff.io import atomic_path
 from physdiff.models.train import load_checkpoint
 from physdiff.plots.figure5 import figure5_frame, plot_figure5
 from physdiff.recon.run_prior import build_problem, load_partition_models
-from physdiff.recon.sweep import cost_per_device, steps_sweep
+from physdiff.recon.sweep import cost_per_device, model_memory_per_device, steps_sweep
 from physdiff.workflow import log, run_step
 
 
@@ -21,9 +21,10 @@ def main(smk):
                                solver_tuning=smk.input.solver_tuning), np.asarray(v, np.float32))
                 for i, v in enumerate(volumes)]
     paths, train, models = list(smk.input.models), list(smk.input.train_benchmarks), {}
-    train_by_g, seconds_by_g, start = {}, {}, 0
+    train_by_g, seconds_by_g, paths_by_g, start = {}, {}, {}, 0
     for G in p.partitions:
-        models[G] = load_partition_models(paths[start:start + G], slices=volumes.shape[1])
+        paths_by_g[G] = paths[start:start + G]
+        models[G] = load_partition_models(paths_by_g[G], slices=volumes.shape[1])
         train_by_g[G] = train[start:start + G]
         # the whole training time, resumed runs included (None in model files from before it was recorded)
         seconds_by_g[G] = [load_checkpoint(path).get("train_seconds") for path in paths[start:start + G]]
@@ -34,8 +35,10 @@ def main(smk):
              fig5["steps"], list(p.partitions), dart_settings, drift_iter, fig5["n_candidates"])
     sweep = steps_sweep(models, problems, steps=fig5["steps"], sampling=p.sampling, dart_settings=dart_settings,
                         drift_iter=drift_iter, n_candidates=fig5["n_candidates"], seed=p.seed)
+    model_mb = model_memory_per_device(paths_by_g, slices=volumes.shape[1], train_batch=p.train_batch,
+                                       sample_batch=p.generate["batch_size"])
     cost = cost_per_device(train_by_g, dict(zip(p.partitions, smk.input.generate_benchmarks)),
-                           p.generate["n_volumes"], train_seconds=seconds_by_g)
+                           p.generate["n_volumes"], train_seconds=seconds_by_g, model_mb=model_mb)
     frame = figure5_frame(sweep, cost)
     log.info("\n%s", frame.to_string())
     with atomic_path(smk.output.csv) as tmp:

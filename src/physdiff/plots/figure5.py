@@ -45,7 +45,9 @@ def plot_figure5(frame: pd.DataFrame):
     for i, (stage, grp) in enumerate(cost.groupby("method")):
         grp, color = grp.sort_values("G"), STAGE_COLORS[i % len(STAGE_COLORS)]
         axes[2].plot(grp.G, grp.seconds, marker="s", color=color, label=stage)
-        axes[3].plot(grp.G, grp.max_rss_mb, marker="s", color=color, label=f"{stage}, peak RSS")
+        axes[3].plot(grp.G, grp.max_rss_mb, marker="s", color=color, linestyle="--", label=f"{stage}, job's peak RSS")
+        if "model_mb" in grp and grp.model_mb.notna().any():
+            axes[3].plot(grp.G, grp.model_mb, marker="D", color=color, label=f"{stage}, model (params + peak growth)")
     cuda = steps.dropna(subset=["peak_mem_mb"])
     if len(cuda):
         top = cuda[cuda.steps == cuda.steps.max()].groupby("G").peak_mem_mb.max()

@@ -27,7 +27,8 @@ import torch
 
 from physdiff.errors import ConfigError, InputError
 from physdiff.metrics.ssim import ssim_volume
-from physdiff.models.sampling import partition_devices, reverse_diffusion
+from physdiff.models.memory import measure_in_subprocess
+from physdiff.models.sampling import partition_bounds, partition_devices, reverse_diffusion
 from physdiff.recon.drift import drift
 from physdiff.recon.run_prior import run_dart
 
@@ -116,7 +117,8 @@ def read_benchmark(path) -> dict:
 
 
 def cost_per_device(train: Mapping[int, Sequence[str]], generate: Mapping[int, str], n_generated: int,
-                    train_seconds: Mapping[int, Sequence[float | None]] | None = None) -> pd.DataFrame:
+                    train_seconds: Mapping[int, Sequence[float | None]] | None = None,
+                    model_mb: Mapping[int, Mapping[str, float]] | None = None) -> pd.DataFrame:
     """Time and peak memory per device against G, from the rules' benchmark files.
 
     Training runs one job (one device) per partition: per device = the largest over g. A job
@@ -126,6 +128,10 @@ def cost_per_device(train: Mapping[int, Sequence[str]], generate: Mapping[int, s
     (None: the benchmark's). The `generate` job samples `n_generated` volumes with all G models
     in one process, which on the CPU is one device (on CUDA the partitions sit on G devices, but
     max_rss still counts host memory only); its time is given per volume.
+
+    `model_mb[G]` = {"train": MB, "sample": MB}, the largest over the G partition models of
+    what one device holds for the model (`model_memory_per_device`), fills the column model_mb
+    (NaN where not given): unlike max_rss it leaves out the libraries every job loads.
     """
     rows = []
     for G in sorted(train):
@@ -136,10 +142,35 @@ def cost_per_device(train: Mapping[int, Sequence[str]], generate: Mapping[int, s
         if len(recorded) != G:
             raise InputError(f"Figure 5: G={G} needs {G} recorded training times, got {len(recorded)}")
         seconds = [j["seconds"] if r is None else float(r) for j, r in zip(jobs, recorded)]
+        mb = (model_mb or {}).get(G, {})
         rows.append({"stage": "train (one job per partition)", "G": G,
-                     "seconds": max(seconds), "max_rss_mb": max(j["max_rss_mb"] for j in jobs)})
+                     "seconds": max(seconds), "max_rss_mb": max(j["max_rss_mb"] for j in jobs),
+                     "model_mb": float(mb.get("train", np.nan))})
         if G in generate:
             job = read_benchmark(generate[G])
             rows.append({"stage": "sample (all partitions in one job)", "G": G,
-                         "seconds": job["seconds"] / max(n_generated, 1), "max_rss_mb": job["max_rss_mb"]})
+                         "seconds": job["seconds"] / max(n_generated, 1), "max_rss_mb": job["max_rss_mb"],
+                         "model_mb": float(mb.get("sample", np.nan))})
     return pd.DataFrame(rows)
+
+
+def model_memory_per_device(paths: Mapping[int, Sequence[str]], *, slices: int, train_batch: int,
+                            sample_batch: int, device: str | None = None) -> dict[int, dict[str, float]]:
+    """{G: {"train": MB, "sample": MB}}: the largest over partition g of `physdiff.models.memory`'s
+    parameters plus peak growth, for one training step at `train_batch` and one sampling forward at
+    `sample_batch` on partition g's slab of a `slices`-slice volume, each in a fresh process.
+
+    A seam-aware sampler runs one more forward per boundary on a window no longer than the slabs
+    beside it, one forward after another, so its peak per device is that of the slab forward.
+    """
+    out = {}
+    for G, models in sorted(paths.items()):
+        bounds = partition_bounds(slices, G)
+        if len(models) != G:
+            raise InputError(f"Figure 5: G={G} needs {G} model files, got {len(models)}")
+        out[G] = {stage: max(measure_in_subprocess(path, slices=e - a, batch=batch, stage=stage, device=device)["total_mb"]
+                             for path, (a, e) in zip(models, bounds))
+                  for stage, batch in (("train", train_batch), ("sample", sample_batch))}
+        log.info("G=%d: per device, model memory %.0f MB for a training step, %.0f MB for a sampling forward",
+                 G, out[G]["train"], out[G]["sample"])
+    return out

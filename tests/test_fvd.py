@@ -207,7 +207,7 @@ def test_table3_seam_ratio_tells_a_seamed_stack_from_a_smooth_one(tmp_path):
                          {"i3d": _slice_means}, n_boot=20, seed=0)
     seam = frame[frame.metric == "seam ratio"].set_index("setting")
     assert seam.loc["real (held out)", "value"] == pytest.approx(1.0)
-    assert seam.loc["2 partition models, overlapping seams (ours)", "value"] == pytest.approx(1.0)
+    assert seam.loc["2 partition models, overlapping seams, triangle window (ours)", "value"] == pytest.approx(1.0)
     assert seam.loc["2 partition models, slabs stacked", "value"] > 10
     plain_row = seam.loc["2 partition models, slabs stacked"]
     assert plain_row.ci_lo <= plain_row.value <= plain_row.ci_hi

@@ -58,7 +58,10 @@ def setting(G: int, seam: str = "none") -> str:
     """The row label of a partition count (and seam mode), in the paper's words."""
     if G == 1:
         return "one model, all slices"
-    return f"{G} partition models, " + ("slabs stacked" if seam == "none" else "overlapping seams (ours)")
+    if seam == "none":
+        return f"{G} partition models, slabs stacked"
+    window = {"overlap": "triangle", "plateau": "plateau"}.get(seam, seam)
+    return f"{G} partition models, overlapping seams, {window} window (ours)"
 
 
 def _seam_score(volumes: np.ndarray, boundaries: Sequence[int], n_boot: int, seed: int) -> tuple[float, float, float]:

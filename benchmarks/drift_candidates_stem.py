@@ -67,15 +67,17 @@ def main() -> None:
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     res = Path(args.results)
     names = recon_order([r for r in stem_plan(cfg) if r["split"] == "val"])
-    names = [names[i] for i in args.val]
+    indices = list(args.val)
+    names = [names[i] for i in indices]
     pcfg = stem_problem_config(cfg)
     tuned_solver = res / f"recon/stem/tuning/{cfg['recon']['drift']['stem_solver']}.json"
     transform = load_transform(res / "prior/stem/scale.json")
     electrons = args.dose * cfg["stem"]["simulation"]["scan_step"] ** 2  # per probe position
     problems = []
-    for i, name in enumerate(names):
+    for i, name in zip(indices, names):
         sample = load_sample(res / f"data/stem/val/{name}.npz")
         if args.dose:  # Poisson counts over the electrons per position: the noiseless pattern on average
+            # seeded by the sample's validation index, so a sample gets the same counts whatever --val lists
             counts = np.random.default_rng(i).poisson(np.clip(sample["intensities"], 0, None) * electrons)
             sample = {**sample, "intensities": (counts / electrons).astype(np.float32)}
         problems.append((build_problem("stem", pcfg, sample=sample, transform=transform, solver_tuning=str(tuned_solver)),

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from physdiff.models.diffusion import GaussianDiffusion
-from physdiff.models.memory import peak_rss, reset_peak_rss
+from physdiff.models.memory import MALLOC_ENV, peak_growth
 from physdiff.models.sampling import reverse_diffusion
 from physdiff.models.unet import build_unet
 
@@ -84,26 +84,14 @@ def time_sampling(cfg: dict, *, partitions: int, slices: int, size: int, steps: 
 def peak_memory_child(cfg: dict, slices: int, size: int, batch: int) -> dict:
     """Run in a fresh process: peak memory of one inference forward of one model."""
     torch.manual_seed(0)
-    cuda = torch.cuda.is_available()
-    dev = "cuda" if cuda else "cpu"
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_unet(cfg).to(dev).eval()
     x = torch.randn(batch, 1, slices, size, size, device=dev)
     t = torch.full((batch,), 500, device=dev)
     with torch.no_grad():
         model(torch.randn(1, 1, 1, size, size, device=dev), t[:1])  # load kernels before the baseline
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        else:
-            base = reset_peak_rss()
-        model(x, t)
-        if cuda:
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated()
-        else:
-            peak = peak_rss()
-    return {"device": dev, "base_mb": base / 2**20, "peak_mb": peak / 2**20, "growth_mb": (peak - base) / 2**20}
+        base, peak = peak_growth(dev, lambda: model(x, t))
+    return {"device": dev.type, "base_mb": base / 2**20, "peak_mb": peak / 2**20, "growth_mb": (peak - base) / 2**20}
 
 
 def peak_memory(cfg: dict, slices: int, size: int, batch: int, threads: int) -> dict:
@@ -111,9 +99,7 @@ def peak_memory(cfg: dict, slices: int, size: int, batch: int, threads: int) -> 
     here = str(Path(__file__).resolve().parent)
     code = (f"import json, sys, torch; torch.set_num_threads({threads}); sys.path.insert(0, {here!r}); "
             f"import prior; print(json.dumps(prior.peak_memory_child({cfg!r}, {slices}, {size}, {batch})))")
-    # A fixed mmap threshold makes glibc hand large blocks back on free, so RSS follows the
-    # live tensors; with its default dynamic threshold freed blocks hide later growth.
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    env = {**os.environ, **MALLOC_ENV}  # RSS then follows the live tensors (physdiff.models.memory)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -25,6 +25,7 @@ import subprocess
 import sys
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -57,6 +58,28 @@ def peak_rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+# A fixed mmap threshold makes glibc hand large blocks back on free, so RSS follows the live
+# tensors; with its default dynamic threshold freed blocks hide later growth. Set it in the
+# environment of the fresh process that measures.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def peak_growth(dev: torch.device, step: Callable[[], object]) -> tuple[int, int]:
+    """Run `step()` and return (bytes in use before it, peak bytes during it) on `dev`:
+    CUDA allocations there, else the resident set (see `reset_peak_rss`)."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+    else:
+        base = reset_peak_rss()
+    step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        return base, torch.cuda.max_memory_allocated(dev)
+    return base, peak_rss()
+
+
 def measure(model_path: str, *, slices: int, batch: int, stage: str, device: str | None = None) -> dict:
     """In this process: MB for `stage` of the model in `model_path` on (batch, 1, slices, H, W).
 
@@ -80,27 +103,20 @@ def measure(model_path: str, *, slices: int, batch: int, stage: str, device: str
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if (stage == "train" and bf16) else nullcontext()
     with torch.no_grad(), autocast:
         model(x[:1, :, :1], t[:1])  # load kernels and thread pools before the baseline
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        base = torch.cuda.memory_allocated(dev)
-    else:
-        base = reset_peak_rss()
-    if stage == "sample":
+
+    def sample() -> None:
         with torch.no_grad():
             model(x, t)
-    else:
+
+    def train_step() -> None:
         model.train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         with autocast:
             loss = GaussianDiffusion().loss(model, x, generator=torch.Generator().manual_seed(0))
         loss.backward()
         opt.step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        peak = torch.cuda.max_memory_allocated(dev)
-    else:
-        peak = peak_rss()
+
+    base, peak = peak_growth(dev, sample if stage == "sample" else train_step)
     growth = max(peak - base, 0) / 2**20
     return {"device": str(dev), "params_mb": params / 2**20, "growth_mb": growth, "total_mb": params / 2**20 + growth}
 
@@ -112,7 +128,7 @@ def measure_in_subprocess(model_path: str | os.PathLike, *, slices: int, batch: 
            "--batch", str(batch), "--stage", stage, "--threads", str(threads)]
     if device:
         cmd += ["--device", device]
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    env = {**os.environ, **MALLOC_ENV}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         tail = "\n".join(out.stderr.strip().splitlines()[-5:])

@@ -8,7 +8,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from physdiff.errors import ConfigError
-from physdiff.models.diffusion import GaussianDiffusion, cosine_alpha_bar, to_data, to_network
+from physdiff.models.diffusion import EpsFromV, GaussianDiffusion, as_eps_model, cosine_alpha_bar, to_data, to_network
 
 T = 1000
 
@@ -131,3 +131,38 @@ def test_min_snr_weights_follow_the_snr_of_each_sample(diff):
     assert float(diff.loss(_ZeroEps(), x0, generator=torch.Generator().manual_seed(3), min_snr_gamma=0.5)) < float(uniform)
     with pytest.raises(ConfigError, match="min_snr_gamma"):
         diff.loss(_ZeroEps(), x0, min_snr_gamma=0.0)
+
+
+def test_v_target_matches_diffusers_velocity_and_implies_the_noise(diff):
+    ref = DDPMScheduler(num_train_timesteps=T, beta_schedule="squaredcos_cap_v2")
+    x0, z = _x(4).float(), _x(5).float()
+    t = torch.tensor([0, 999])
+    for tt in (torch.tensor([3, 640]), t):
+        v = diff.v_target(x0, tt, z)
+        torch.testing.assert_close(v, ref.get_velocity(x0, z, tt), rtol=1e-4, atol=1e-4)
+        xt = diff.q_sample(x0, tt, z)
+        torch.testing.assert_close(diff.eps_from_v(xt, tt, v), z, rtol=1e-5, atol=1e-5)
+
+
+def test_v_loss_and_eps_wrapper(diff):
+    x0 = _x(6).float()
+
+    class Oracle(torch.nn.Module):
+        """Predicts the true v of x0 from x_t (x0 known), so the v loss is 0 and its eps is exact."""
+
+        def forward(self, xt, t):
+            a = diff._abar_batch(t, xt)
+            return a.sqrt() * (xt - a.sqrt() * x0) / (1 - a).sqrt() - (1 - a).sqrt() * x0
+
+    gen = lambda: torch.Generator().manual_seed(2)
+    assert float(diff.loss(Oracle(), x0, generator=gen(), prediction="v")) < 1e-5
+    assert float(diff.loss(Oracle(), x0, generator=gen(), prediction="eps")) > 0.1  # v is not eps
+    eps_model = as_eps_model(Oracle(), "v", diff)
+    assert isinstance(eps_model, EpsFromV)
+    assert float(diff.loss(eps_model, x0, generator=gen())) < 1e-4
+    plain = _ZeroEps()
+    assert as_eps_model(plain, "eps") is plain
+    with pytest.raises(ConfigError, match="prediction"):
+        as_eps_model(plain, "x0")
+    with pytest.raises(ConfigError, match="prediction"):
+        diff.loss(plain, x0, prediction="score")

@@ -125,6 +125,32 @@ def test_saved_model_loads_ema_weights(tmp_path):
     assert not model.training
 
 
+def test_v_prediction_is_recorded_validated_on_eps_and_loads_as_an_eps_model(tmp_path):
+    from physdiff.models.diffusion import EpsFromV, GaussianDiffusion, to_network
+    from physdiff.models.train import validation_loss
+
+    data, val = _blobs(4), _blobs(2, seed=3)
+    kw = dict(model_cfg=TINY, steps=2, batch_size=2, progress=False, seed=1, val_data=val, val_every=2)
+    eps, v = train_prior(data, **kw), train_prior(data, **kw, prediction="v")
+    assert "prediction" not in eps.config and v.config["prediction"] == "v" and v.prediction == "v"
+    assert eps.loss_history != v.loss_history
+    assert eps.eps_model is eps.ema_model and isinstance(v.eps_model, EpsFromV)
+    # the logged validation error is the eps error of the v model's implied eps
+    np.testing.assert_allclose(v.val_history[-1][2:], validation_loss(v.eps_model, val, seed=1), rtol=1e-6)
+    np.testing.assert_allclose(v.val_history[-1][2:], validation_loss(v.ema_model, val, prediction="v", seed=1), rtol=1e-6)
+    assert not np.allclose(v.val_history[-1][2:], validation_loss(v.ema_model, val, seed=1))
+    save_model(tmp_path / "v.pt", v)
+    model, meta = load_model(tmp_path / "v.pt")
+    assert isinstance(model, EpsFromV) and meta["config"]["prediction"] == "v" and not model.training
+    x = to_network(torch.from_numpy(val)).unsqueeze(1)
+    t = torch.tensor([10, 900])
+    with torch.no_grad():
+        vt = v.ema_model.cpu()(x, t).float()
+        torch.testing.assert_close(model(x, t), GaussianDiffusion().eps_from_v(x, t, vt))
+    with pytest.raises(ConfigError, match="prediction"):
+        train_prior(data, **{**kw, "prediction": "x0"})
+
+
 def test_load_refuses_pickled_objects_and_garbage(tmp_path):
     evil = tmp_path / "evil.pt"
     torch.save({"ema": NotWeights(), "config": {"model": TINY}}, evil)

@@ -12,8 +12,11 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from physdiff.errors import ConfigError
+
+PREDICTIONS = ("eps", "v")
 
 
 def to_network(x: torch.Tensor) -> torch.Tensor:
@@ -73,24 +76,48 @@ class GaussianDiffusion:
         a = torch.as_tensor(self.alphas_cumprod)[t.long().cpu()]
         return a / (1 - a)
 
+    @staticmethod
+    def check_prediction(prediction: str) -> None:
+        """`prediction` must be one of PREDICTIONS."""
+        if prediction not in PREDICTIONS:
+            raise ConfigError(f"prior.train.prediction must be one of {PREDICTIONS}, got {prediction!r}")
+
+    def v_target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (Salimans & Ho 2022) at per-sample indices t."""
+        a = self._abar_batch(t, x0)
+        return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+    def eps_from_v(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """eps = sqrt(abar_t) v + sqrt(1 - abar_t) x_t, the eps that a v prediction implies."""
+        a = self._abar_batch(t, x_t)
+        return a.sqrt() * v + (1 - a).sqrt() * x_t
+
     def loss(self, model, x0: torch.Tensor, *, generator: torch.Generator | None = None,
-             min_snr_gamma: float | None = None) -> torch.Tensor:
-        """L1 loss of the eps prediction, ||eps_theta(x_t, t) - z||_1 (mean), t uniform in [0, T).
+             min_snr_gamma: float | None = None, prediction: str = "eps") -> torch.Tensor:
+        """L1 loss of the model's prediction, t uniform in [0, T): ||eps_theta(x_t, t) - z||_1
+        (mean) for `prediction="eps"` (the paper's), ||v_theta(x_t, t) - v||_1 for "v".
+
+        v-prediction (ours, off by default) makes the nearly pure-noise steps predict the clean
+        volume itself, whose global level (the black background) an eps model only implies
+        through a division by sqrt(abar_t) ~ 0 there.
 
         With `min_snr_gamma` (ours, off by default; Hang et al. 2023, "Efficient Diffusion
         Training via Min-SNR Weighting Strategy") sample i's mean error is weighted by
-        min(SNR_t, gamma) / SNR_t, which damps the nearly clean steps whose eps error barely
+        min(SNR_t, gamma) / SNR_t (eps; / (SNR_t + 1) for v), which damps the nearly clean steps whose eps error barely
         moves x0, and the batch mean of the weighted errors is returned.
         """
         self.check_min_snr_gamma(min_snr_gamma)
+        self.check_prediction(prediction)
         t = torch.randint(0, self.timesteps, (x0.shape[0],), generator=generator, device="cpu").to(x0.device)
         noise = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
         pred = model(self.q_sample(x0, t, noise), t)
+        target = noise if prediction == "eps" else self.v_target(x0, t, noise)
         if min_snr_gamma is None:
-            return F.l1_loss(pred, noise)
-        snr = self.snr(t)
-        weight = (torch.clamp(snr, max=float(min_snr_gamma)) / snr).to(x0.device, torch.float32)
-        per_sample = (pred.float() - noise.float()).abs().flatten(1).mean(dim=1)
+            return F.l1_loss(pred, target)
+        snr = self.snr(t)  # Min-SNR's weight of the v loss is min(SNR, gamma) / (SNR + 1)
+        weight = (torch.clamp(snr, max=float(min_snr_gamma)) / (snr if prediction == "eps" else snr + 1))
+        weight = weight.to(x0.device, torch.float32)
+        per_sample = (pred.float() - target.float()).abs().flatten(1).mean(dim=1)
         return (weight * per_sample).mean()
 
     def predict_x0(self, x_t: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
@@ -144,3 +171,23 @@ class GaussianDiffusion:
             raise ConfigError(f"sampling steps must be in [1, {self.timesteps}], got {steps}")
         ts = np.round(np.arange(self.timesteps, 0, -self.timesteps / steps)).astype(int) - 1
         return [int(t) for t in ts]
+
+
+class EpsFromV(nn.Module):
+    """A v-prediction network seen as an eps-prediction one: forward(x_t, t) returns
+    eps = sqrt(abar_t) v_theta(x_t, t) + sqrt(1 - abar_t) x_t, so samplers, seam blending and
+    DART, which all work with eps, take either kind of model. `net` holds the weights."""
+
+    def __init__(self, net: nn.Module, diffusion: GaussianDiffusion | None = None):
+        super().__init__()
+        self.net = net
+        self.diffusion = diffusion or GaussianDiffusion()
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.diffusion.eps_from_v(x, t, self.net(x, t).float())
+
+
+def as_eps_model(net: nn.Module, prediction: str = "eps", diffusion: GaussianDiffusion | None = None) -> nn.Module:
+    """`net` itself for an eps-prediction network, wrapped in `EpsFromV` for a v-prediction one."""
+    GaussianDiffusion.check_prediction(prediction)
+    return net if prediction == "eps" else EpsFromV(net, diffusion)

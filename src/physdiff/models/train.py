@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from physdiff.errors import ConfigError, InputError
 from physdiff.io import atomic_path
 from physdiff.models.augment import IntensityAugment
-from physdiff.models.diffusion import GaussianDiffusion, to_network
+from physdiff.models.diffusion import GaussianDiffusion, as_eps_model, to_network
 from physdiff.models.sampling import partition_bounds
 from physdiff.models.unet import DEFAULT_CONFIG, build_unet
 
@@ -38,7 +38,7 @@ VAL_TIMESTEPS = (50, 200, 500, 800)
 
 @dataclass
 class TrainResult:
-    """What `train_prior` returns; `ema_model` is the model to sample with."""
+    """What `train_prior` returns; `eps_model` is the model to sample with."""
 
     model: nn.Module
     ema_model: nn.Module
@@ -51,6 +51,16 @@ class TrainResult:
     seconds: float = 0.0  # this run's training loop
     resumed_from: int = 0
     total_seconds: float = 0.0  # every run's training loop up to `step`, resumed runs included
+
+    @property
+    def prediction(self) -> str:
+        """What the network predicts: "eps" (the paper's) or "v"."""
+        return self.config.get("prediction", "eps")
+
+    @property
+    def eps_model(self) -> nn.Module:
+        """The EMA network as an eps predictor (`physdiff.models.diffusion.as_eps_model`)."""
+        return as_eps_model(self.ema_model, self.prediction)
 
 
 def data_fingerprint(array: np.ndarray) -> str:
@@ -109,13 +119,16 @@ def _check_slabs(data: np.ndarray, what: str) -> np.ndarray:
 
 @torch.no_grad()
 def validation_loss(model: nn.Module, val: np.ndarray | torch.Tensor, *, timesteps=VAL_TIMESTEPS, seed: int = 0,
-                    batch_size: int = 8, diffusion: GaussianDiffusion | None = None) -> list[float]:
+                    batch_size: int = 8, diffusion: GaussianDiffusion | None = None,
+                    prediction: str = "eps") -> list[float]:
     """Mean L1 eps error of `model` on slabs `val` (N, S_g, H, W) in [0, 1], one value per t.
 
-    The noise is drawn from a generator seeded by `seed`, the same for every call, so values
-    at different training steps differ only through the weights.
+    A v-prediction model (`prediction="v"`) is scored on the eps its v implies, so the values
+    compare across parametrisations. The noise is drawn from a generator seeded by `seed`, the
+    same for every call, so values at different training steps differ only through the weights.
     """
     diffusion = diffusion or GaussianDiffusion()
+    model = as_eps_model(model, prediction, diffusion)
     dev = next(model.parameters()).device
     x_all = to_network(torch.as_tensor(np.asarray(val, np.float32))).unsqueeze(1)  # (N, 1, S_g, H, W)
     gen = torch.Generator().manual_seed(seed)
@@ -141,8 +154,8 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                 seed: int = 0, device: str | None = None, progress: bool = True, log_every: int = 10,
                 val_data: np.ndarray | None = None, val_every: int = 200, val_timesteps=VAL_TIMESTEPS,
                 val_max_slabs: int = 16, augment: dict | None = None,
-                min_snr_gamma: float | None = None) -> TrainResult:
-    """Train an eps-prediction prior on slabs `data` (N, S_g, H, W), float32 in [0, 1].
+                min_snr_gamma: float | None = None, prediction: str = "eps") -> TrainResult:
+    """Train an eps- (or v-) prediction prior on slabs `data` (N, S_g, H, W), float32 in [0, 1].
 
     One step = `grad_accum` micro-batches of `batch_size`, then Adam with lr * min(1, step /
     warmup_steps). `augment_flips` mirrors slabs along W at random; `cpu_bf16` runs the forward
@@ -154,12 +167,15 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
     `physdiff.models.augment.IntensityAugment` settings (contrast, bias field, noise, blur) of the
     training slabs; the validation slabs are never augmented. `min_snr_gamma` weights the loss
     per timestep (`GaussianDiffusion.loss`); None keeps the paper's uniform weights.
+    `prediction` is "eps" (the paper's) or "v" (`GaussianDiffusion.loss`); the result's
+    `eps_model` and `load_model` turn a v model into an eps predictor for sampling.
     """
     data = _check_slabs(data, "training data")
     val = None if val_data is None else _check_slabs(val_data, "validation data")[:max(val_max_slabs, 1)]
     if val is not None and val.shape[1:] != data.shape[1:]:
         raise InputError(f"validation slabs {val.shape[1:]} differ in shape from the training slabs {data.shape[1:]}")
     GaussianDiffusion.check_min_snr_gamma(min_snr_gamma)
+    GaussianDiffusion.check_prediction(prediction)
     if steps < 0 or batch_size < 1 or grad_accum < 1:
         raise ConfigError(f"steps ({steps}) >= 0, batch_size ({batch_size}) >= 1, grad_accum ({grad_accum}) >= 1 required")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -171,7 +187,8 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                      "grad_accum": grad_accum, "ema_decay": ema_decay, "ema_update_every": ema_update_every,
                      "warmup_steps": warmup_steps, "augment_flips": augment_flips, "seed": seed, "timesteps": 1000,
                      "cpu_bf16": cpu_bf16, **({"augment": aug.as_dict()} if aug.active else {}),
-                     **({"min_snr_gamma": float(min_snr_gamma)} if min_snr_gamma is not None else {})})
+                     **({"min_snr_gamma": float(min_snr_gamma)} if min_snr_gamma is not None else {}),
+                     **({"prediction": prediction} if prediction != "eps" else {})})
     fingerprint = data_fingerprint(data.astype(np.float32))
     diffusion = GaussianDiffusion(timesteps=config["timesteps"])
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
@@ -226,7 +243,7 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
         def validate() -> None:
             if val is None or (val_history and val_history[-1][0] == step):
                 return
-            errors = validation_loss(ema.ema_model, val, timesteps=val_timesteps, seed=seed)
+            errors = validation_loss(ema.ema_model, val, timesteps=val_timesteps, seed=seed, prediction=prediction)
             val_history.append((step, float(np.mean(errors)), *errors))
             log.info("step %d  validation eps L1 (EMA) %.4f  [%s]", step, np.mean(errors),
                      ", ".join(f"t={t}: {e:.4f}" for t, e in zip(val_timesteps, errors)))
@@ -243,7 +260,8 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                     x0 = torch.where(flip[:, None, None, None, None], x0.flip(-1), x0)
                 x0 = x0.contiguous(memory_format=fmt)
                 with autocast:
-                    loss = diffusion.loss(model, x0, generator=gen, min_snr_gamma=min_snr_gamma) / grad_accum
+                    loss = diffusion.loss(model, x0, generator=gen, min_snr_gamma=min_snr_gamma,
+                                          prediction=prediction) / grad_accum
                 loss.backward()
                 total += loss.item()
             opt.step()
@@ -295,7 +313,7 @@ def train_partition(volumes: np.ndarray, val: np.ndarray, *, G: int, g: int, mod
         grad_accum=tr["grad_accum"], ema_decay=tr["ema_decay"], ema_update_every=tr["ema_update_every"],
         warmup_steps=tr["warmup_steps"], augment=dict(augment), augment_flips=tr["augment_flips"],
         checkpoint_path=checkpoint_path, checkpoint_every_s=tr["checkpoint_every_s"], seed=seed + 1000 * G + g,
-        min_snr_gamma=tr.get("min_snr_gamma"), **kwargs)
+        min_snr_gamma=tr.get("min_snr_gamma"), prediction=tr.get("prediction", "eps"), **kwargs)
 
 
 def save_model(path: str | os.PathLike, result: TrainResult) -> None:
@@ -312,7 +330,8 @@ def save_model(path: str | os.PathLike, result: TrainResult) -> None:
 
 
 def load_model(path: str | os.PathLike, *, map_location="cpu") -> tuple[nn.Module, dict]:
-    """Load model.pt safely; returns (U-Net holding the EMA weights, in eval mode; meta dict)."""
+    """Load model.pt safely; returns (U-Net holding the EMA weights as an eps predictor, in eval
+    mode; meta dict). A v-prediction U-Net comes wrapped in `EpsFromV`."""
     state = load_checkpoint(path, map_location=map_location)
     missing = [k for k in ("ema", "config") if k not in state]
     if missing or not isinstance(state.get("config"), dict) or "model" not in state["config"]:
@@ -323,5 +342,9 @@ def load_model(path: str | os.PathLike, *, map_location="cpu") -> tuple[nn.Modul
     except (ConfigError, TypeError) as err:
         raise InputError(f"{path}: its model config cannot be built ({err})") from None
     _load_weights(model, state["ema"], Path(path), "ema")
+    try:
+        model = as_eps_model(model, state["config"].get("prediction", "eps"))
+    except ConfigError as err:
+        raise InputError(f"{path}: {err}") from None
     meta = {k: state.get(k) for k in ("config", "data_fingerprint", "step", "train_seconds")}
     return model.to(map_location).eval(), meta

@@ -98,7 +98,7 @@ def score(args, cfg: dict) -> None:
         problems = validation_problems(res, cfg, modality, args.n_val, solver_tuning=False)  # tune_dart's
         truths = np.stack([truth for _, truth, _ in problems])
         S = truths.shape[1]
-        sets = {"pipeline": [res / f"prior/{modality}/G{G}/g{g}/model.pt" for g in range(G)]}
+        sets = {} if args.no_pipeline else {"pipeline": [res / f"prior/{modality}/G{G}/g{g}/model.pt" for g in range(G)]}
         for folder in sorted((Path(args.models) / modality).glob("steps*"), key=lambda p: int(p.name[5:])):
             sets[folder.name] = [folder / f"g{g}/model.pt" for g in range(G)]
         print(f"{modality}: {len(problems)} validation volumes, G = {G}, DART settings {settings}", flush=True)
@@ -136,6 +136,7 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=float("inf"))
     ap.add_argument("--device", choices=["cuda", "cpu"], default=None)
     ap.add_argument("--n-val", type=int, default=6)
+    ap.add_argument("--no-pipeline", action="store_true", help="score: only the snapshots, not results/prior's models")
     args = ap.parse_args()
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     (train if args.mode == "train" else score)(args, cfg)

@@ -1,6 +1,6 @@
 """DART against the tuned classical baselines on real MRI volumes that ship inside installed packages.
 
-    python benchmarks/real_mri.py [--results results] [--mask gaussian_R4] [--volumes PATH ...]
+    python benchmarks/real_mri.py [--results results] [--mask gaussian_R4] [--volumes PATH ...] [--models g0.pt g1.pt]
 
 The prior never sees these scans: they are preprocessed exactly as the pipeline's volumes
 (`physdiff.data.mri_prep.preprocess_volume`: the central slab of mri.n_slices axial slices,
@@ -11,6 +11,7 @@ volumes: nibabel's `tests/data/anatomical.nii` (a T1 head, 2 mm) and nilearn's 1
 T1 template (an average of 152 T1 scans; the synthetic generator uses its tissue maps, not its
 intensities). Both are T1-weighted while the prior learnt FLAIR-like contrast, so this measures
 robustness to contrast as much as to anatomy. It chooses nothing; it reads no test volume.
+`--models` scores other partition model files (g = 0..G-1) than the pipeline's.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def main() -> None:
     parser.add_argument("--volumes", nargs="*", default=[], help="NIfTI files to use instead of the packaged ones")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and BLAS threads (default: all cores); 1 when sharing the machine with other jobs")
+    parser.add_argument("--models", nargs="*", default=None,
+                        help="partition model files g = 0..G-1 (default: the pipeline's results/prior/mri/G<G>/g<g>/model.pt)")
     args = parser.parse_args()
     if args.threads:
         set_threads(args.threads)
@@ -59,9 +62,9 @@ def main() -> None:
     rc, mri = cfg["recon"], cfg["mri"]
     volumes = {Path(p).name: load_volume(p) for p in args.volumes} if args.volumes else packaged_volumes()
     mask = np.load(res / f"data/mri/masks/{args.mask}.npy")
-    G = rc["partitions"]["mri"]
-    models = load_partition_models([str(res / f"prior/mri/G{G}/g{g}/model.pt") for g in range(G)],
-                                   slices=mri["n_slices"], size=mri["size"])
+    G = len(args.models) if args.models else rc["partitions"]["mri"]
+    paths = args.models or [str(res / f"prior/mri/G{G}/g{g}/model.pt") for g in range(G)]
+    models = load_partition_models(paths, slices=mri["n_slices"], size=mri["size"])
     settings = json.loads((res / "recon/mri/tuning/dart.json").read_text())["settings"]
     problem_cfg = mri_problem_config(cfg)
     print(f"mask {args.mask}, DART G = {G} with {settings}", flush=True)

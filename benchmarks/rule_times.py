@@ -1,6 +1,6 @@
 """Per-rule wall time, CPU time and memory of one Snakemake run, from its log and benchmark files.
 
-    python benchmarks/rule_times.py [--log .snakemake/log/<newest>.snakemake.log]
+    python benchmarks/rule_times.py [--log .snakemake/log/<newest>.snakemake.log [LOG ...]]
 
 Reads the run's log (`.snakemake/log/`, the newest by default) for each job's rule, start and
 finish time and benchmark file, and the benchmark files (`results/benchmarks/`, written by the
@@ -8,6 +8,10 @@ finish time and benchmark file, and the benchmark files (`results/benchmarks/`, 
 rule: jobs, summed and largest job wall time, summed CPU time, largest peak RSS, and the minutes
 of the run (from its first job) in which the rule's first job started and its last one ended;
 then the run's total wall time. Jobs that a later run re-executed report that run's benchmark.
+
+Several logs (oldest first) are one run that was interrupted and resumed: a job a later log ran
+again counts once, as that log ran it; minutes count only the time the logs' jobs ran, with the
+pause between two logs left out, and the total is the sum of each log's first-start-to-last-end.
 """
 
 from __future__ import annotations
@@ -69,22 +73,31 @@ def read_benchmark(path: Path) -> dict | None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--log", type=Path, help="a .snakemake/log/*.snakemake.log (default: the newest)")
+    ap.add_argument("--log", type=Path, nargs="+",
+                    help="one or more .snakemake/log/*.snakemake.log, oldest first (default: the newest)")
     ap.add_argument("--root", type=Path, default=Path("."), help="the working directory of that run")
     args = ap.parse_args(argv)
-    log = args.log
-    if log is None:
-        logs = sorted((args.root / ".snakemake" / "log").glob("*.snakemake.log"))
-        if not logs:
+    logs = args.log
+    if not logs:
+        found = sorted((args.root / ".snakemake" / "log").glob("*.snakemake.log"))
+        if not found:
             sys.exit(f"no Snakemake log under {args.root / '.snakemake' / 'log'}; run the pipeline first or pass --log")
-        log = logs[-1]
-    if not log.is_file():
-        sys.exit(f"--log {log}: no such file")
-    jobs = parse_log(log)
-    if not jobs:
-        sys.exit(f"{log}: no jobs found (is it a Snakemake log?)")
-    t0 = min(j["start"] for j in jobs.values() if j["start"])
-    t_end = max((j["end"] for j in jobs.values() if j["end"]), default=t0)
+        logs = found[-1:]
+    jobs: dict = {}
+    offset = 0.0  # minutes of run time before this log
+    for log in logs:
+        if not log.is_file():
+            sys.exit(f"--log {log}: no such file")
+        parsed = parse_log(log)
+        if not parsed:
+            sys.exit(f"{log}: no jobs found (is it a Snakemake log?)")
+        t0 = min(j["start"] for j in parsed.values() if j["start"])
+        t_end = max((j["end"] for j in parsed.values() if j["end"]), default=t0)
+        for jobid, job in parsed.items():
+            job["start_min"] = offset + (job["start"] - t0).total_seconds() / 60
+            job["end_min"] = None if job["end"] is None else offset + (job["end"] - t0).total_seconds() / 60
+            jobs[job["benchmark"] or (str(log), jobid)] = job
+        offset += (t_end - t0).total_seconds() / 60
     per_rule: dict[str, dict] = defaultdict(lambda: {"n": 0, "done": 0, "wall": 0.0, "max": 0.0, "cpu": 0.0,
                                                      "rss": 0.0, "first": None, "last": None})
     for job in jobs.values():
@@ -100,10 +113,10 @@ def main(argv=None) -> int:
         if bench:
             r["cpu"] += bench["cpu"]
             r["rss"] = max(r["rss"], bench["rss"])
-        start, end = (job["start"] - t0).total_seconds() / 60, (job["end"] - t0).total_seconds() / 60
+        start, end = job["start_min"], job["end_min"]
         r["first"] = start if r["first"] is None else min(r["first"], start)
         r["last"] = end if r["last"] is None else max(r["last"], end)
-    print(f"{log}: {len(jobs)} jobs, {sum(r['done'] for r in per_rule.values())} finished")
+    print(f"{', '.join(map(str, logs))}: {len(jobs)} jobs, {sum(r['done'] for r in per_rule.values())} finished")
     head = f"{'rule':28s} {'jobs':>5s} {'sum s':>8s} {'max s':>7s} {'cpu s':>8s} {'RSS MB':>7s} {'from min':>8s} {'to min':>7s}"
     print(head)
     print("-" * len(head))
@@ -112,8 +125,8 @@ def main(argv=None) -> int:
         jobs_done = f"{r['done']}" if r["done"] == r["n"] else f"{r['done']}/{r['n']}"
         print(f"{name:28s} {jobs_done:>5s} {r['wall']:8.0f} {r['max']:7.0f} {r['cpu']:8.0f} {r['rss']:7.0f} {span}")
     total = sum(r["wall"] for r in per_rule.values())
-    print(f"summed job wall time {total:.0f} s ({total / 60:.1f} min); run from first job start to last finish: "
-          f"{(t_end - t0).total_seconds():.0f} s ({(t_end - t0).total_seconds() / 60:.1f} min)")
+    what = "run from first job start to last finish" + (f", summed over {len(logs)} logs" if len(logs) > 1 else "")
+    print(f"summed job wall time {total:.0f} s ({total / 60:.1f} min); {what}: {offset * 60:.0f} s ({offset:.1f} min)")
     return 0
 
 

@@ -103,8 +103,9 @@ class GaussianDiffusion:
 
         With `min_snr_gamma` (ours, off by default; Hang et al. 2023, "Efficient Diffusion
         Training via Min-SNR Weighting Strategy") sample i's mean error is weighted by
-        min(SNR_t, gamma) / SNR_t (eps; / (SNR_t + 1) for v), which damps the nearly clean steps whose eps error barely
-        moves x0, and the batch mean of the weighted errors is returned.
+        min(SNR_t, gamma) / SNR_t (eps; / (SNR_t + 1) for v), which damps the nearly clean
+        steps whose eps error barely moves x0, and the batch mean of the weighted errors is
+        returned.
         """
         self.check_min_snr_gamma(min_snr_gamma)
         self.check_prediction(prediction)

@@ -15,7 +15,10 @@ partitions train side by side in separate processes; on the CPU one after anothe
 `score` runs DART with the tuned settings (results/recon/<modality>/tuning/dart.json) on the
 first --n-val validation volumes or samples with each snapshot, and with the pipeline's own
 models (results/prior/...), and prints the validation SSIM per step count: the measurement of
-how far the prior's training length limits DART.
+how far the prior's training length limits DART. `--drift` also draws each set's DRIFT pool
+(recon.drift.n_candidates volumes, the config's sampler and seams, the drift_candidates rule's
+seed) and prints DRIFT's and its twin's validation SSIM with the K that tune_drift chose
+(results/recon/<modality>/tuning/drift.json).
 """
 
 from __future__ import annotations
@@ -94,7 +97,8 @@ def score(args, cfg: dict) -> None:
     rc = cfg["recon"]
     for modality in args.modality:
         G = rc["partitions"][modality]
-        settings = json.loads((res / f"recon/{modality}/tuning/dart.json").read_text())["settings"]
+        settings = {**json.loads((res / f"recon/{modality}/tuning/dart.json").read_text())["settings"],
+                    **json.loads(args.dart_override)}
         problems = validation_problems(res, cfg, modality, args.n_val, solver_tuning=False)  # tune_dart's
         truths = np.stack([truth for _, truth, _ in problems])
         S = truths.shape[1]
@@ -120,6 +124,26 @@ def score(args, cfg: dict) -> None:
             print(f"  {name:10} steps {[m['step'] for m in meta]}, trained {trained} in all: validation SSIM {np.mean(scores):.4f} ± {np.std(scores):.4f}"
                   + (f", seam ratio {seam:.2f}" if modality == "mri" else "")
                   + f" ({(time.perf_counter() - start) / len(problems):.1f} s per volume)", flush=True)
+            if args.drift:
+                print("  " + drift_line(cfg, res, modality, models, args.n_val, truths.shape[1:]), flush=True)
+
+
+def drift_line(cfg: dict, res: Path, modality: str, models, n_val: int, shape) -> str:
+    """DRIFT and its twin on the first n_val validation problems, from a pool these models draw."""
+    from physdiff.models.sampling import sample_volumes
+    from physdiff.recon.run_prior import run_drift, validation_problems
+
+    sampling, n = cfg["prior"]["sampling"], cfg["recon"]["drift"]["n_candidates"]
+    pool = sample_volumes(models, n, tuple(shape), batch_size=cfg["prior"]["generate"]["batch_size"],
+                          seed=cfg["seed"] + 7919, progress=False, **sampling)  # drift_candidates' seed
+    K = json.loads((res / f"recon/{modality}/tuning/drift.json").read_text())["n_iter"]
+    drift, twin = [], []
+    for problem, truth, sigma in validation_problems(res, cfg, modality, n_val, solver_tuning=True):  # tune_drift's
+        _, rows, _ = run_drift(pool, problem, truth, modality=modality, n_iter=K, sigma=sigma, progress=False)
+        drift.append(rows[0]["ssim"])
+        twin.append(rows[1]["ssim"])
+    return (f"DRIFT (pool of {n}, K = {K}): validation SSIM {np.mean(drift):.4f} ± {np.std(drift):.4f}, "
+            f"twin {np.mean(twin):.4f} ± {np.std(twin):.4f}")
 
 
 def main() -> None:
@@ -137,6 +161,9 @@ def main() -> None:
     ap.add_argument("--device", choices=["cuda", "cpu"], default=None)
     ap.add_argument("--n-val", type=int, default=6)
     ap.add_argument("--no-pipeline", action="store_true", help="score: only the snapshots, not results/prior's models")
+    ap.add_argument("--dart-override", default="{}",
+                    help='score: JSON merged into the tuned DART settings, e.g. \'{"correction": "x0", "eta": 1.0}\'')
+    ap.add_argument("--drift", action="store_true", help="score: DRIFT from a pool each set draws, besides DART")
     args = ap.parse_args()
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     (train if args.mode == "train" else score)(args, cfg)

@@ -164,7 +164,13 @@ def main() -> None:
     ap.add_argument("--dart-override", default="{}",
                     help='score: JSON merged into the tuned DART settings, e.g. \'{"correction": "x0", "eta": 1.0}\'')
     ap.add_argument("--drift", action="store_true", help="score: DRIFT from a pool each set draws, besides DART")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="score: torch and BLAS threads (default: all cores); 1 when sharing the machine with other jobs")
     args = ap.parse_args()
+    if args.threads and args.mode == "score":
+        from physdiff.workflow import set_threads
+
+        set_threads(args.threads)
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     (train if args.mode == "train" else score)(args, cfg)
 

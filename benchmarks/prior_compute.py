@@ -130,12 +130,13 @@ def score(args, cfg: dict) -> None:
 
 def drift_line(cfg: dict, res: Path, modality: str, models, n_val: int, shape) -> str:
     """DRIFT and its twin on the first n_val validation problems, from a pool these models draw."""
+    from physdiff.config import drift_pool_seed
     from physdiff.models.sampling import sample_volumes
     from physdiff.recon.run_prior import run_drift, validation_problems
 
     sampling, n = cfg["prior"]["sampling"], cfg["recon"]["drift"]["n_candidates"]
     pool = sample_volumes(models, n, tuple(shape), batch_size=cfg["prior"]["generate"]["batch_size"],
-                          seed=cfg["seed"] + 7919, progress=False, **sampling)  # drift_candidates' seed
+                          seed=drift_pool_seed(cfg), progress=False, **sampling)
     K = json.loads((res / f"recon/{modality}/tuning/drift.json").read_text())["n_iter"]
     drift, twin = [], []
     for problem, truth, sigma in validation_problems(res, cfg, modality, n_val, solver_tuning=True):  # tune_drift's

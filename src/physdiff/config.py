@@ -177,6 +177,12 @@ def stem_problem_config(cfg: dict) -> dict:
             "solver": solver, "solver_params": rc["stem"][solver]}
 
 
+def drift_pool_seed(cfg: dict) -> int:
+    """Seed of DRIFT's candidate pool (the drift_candidates rule): the config's seed offset so
+    that the pool is drawn apart from the generated volumes of Table 3."""
+    return int(cfg["seed"]) + 7919
+
+
 def load_config(path: str | Path) -> dict:
     """Read and validate a YAML config file."""
     path = Path(path)

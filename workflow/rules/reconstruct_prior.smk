@@ -18,8 +18,7 @@ rule drift_candidates:
         shape=volume_shape,
         sampling=config["prior"]["sampling"],
         generate=lambda wc: {"n_volumes": RECON["drift"]["n_candidates"], "batch_size": config["prior"]["generate"]["batch_size"]},
-        # a pool apart from the generated volumes of Table 3
-        seed=config["seed"] + 7919,
+        seed=drift_pool_seed(config),
     # one thread: the small U-Net's per-slab ops are too short to gain from a second one
     threads: 1
     resources:

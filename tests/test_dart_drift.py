@@ -65,6 +65,29 @@ def test_dart_output_keeps_the_measured_kspace_lines(mri_case):
     assert problem.last_info["residual_after"] < 1e-4
 
 
+@pytest.mark.parametrize("correction", ["x0", "xt"])
+def test_dart_entered_part_way_starts_from_the_zero_filled_image(mri_case, correction):
+    truth, mask, y = mri_case
+    problem = MRIProblem(y, mask)
+    # the oracle prior still recovers the volume when only the last 30 % of the loop is run
+    result = dart(oracle_models(truth, 2), problem, steps=10, start=0.3, correction=correction, progress=False)
+    assert ssim_volume(result.volume, truth) > 0.99
+    # steps 299, 199, 99 of the 10-step schedule lie below 300; x0 corrects at each, xt between them; then the final Phi
+    assert [r["t"] for r in result.steps] == ([299, 199, 99, -1] if correction == "x0" else [199, 99, -1])
+    k = fft2c(problem.last_complex)
+    np.testing.assert_allclose(k[:, mask], y[:, mask], atol=1e-5)
+    # with a prior that knows nothing (eps = 0: x0 is x_t rescaled), a late start keeps the zero-filled
+    # image's content, which a run from pure noise cannot
+    null = [lambda x, t: torch.zeros_like(x)] * 2
+    naive = problem.naive_start()
+    late = dart(null, problem, steps=50, start=0.05, eta=0.0, progress=False).volume
+    full = dart(null, problem, steps=50, eta=0.0, progress=False).volume
+    assert ssim_volume(late, truth) > ssim_volume(full, truth) + 0.1
+    assert ssim_volume(late, naive) > 0.5
+    with pytest.raises(ConfigError, match="start"):
+        dart(null, problem, steps=5, start=1.5, progress=False)
+
+
 def test_dart_rejects_an_unknown_correction(mri_case):
     truth, mask, y = mri_case
     with pytest.raises(ConfigError, match="correction"):

@@ -137,3 +137,37 @@ def test_plateau_window_alone_predicts_the_boundary_slices():
     torch.testing.assert_close(eps[12:], torch.full((4,), own1))
     torch.testing.assert_close(eps[4], torch.tensor(0.25 * window + 0.75 * own0))
     torch.testing.assert_close(eps[11], torch.tensor(0.25 * window + 0.75 * own1))
+
+
+def test_schedule_entered_part_way_keeps_the_spacing():
+    full = DIFF.schedule(50)
+    assert DIFF.schedule(50, start=1.0) == full
+    half = DIFF.schedule(50, start=0.5)
+    assert half == [t for t in full if t < 500] and len(half) == 25
+    assert DIFF.schedule(50, start=1e-4) == full[-1:]  # always at least the last step
+    with pytest.raises(ConfigError, match="start"):
+        DIFF.schedule(50, start=0.0)
+
+
+class NullEps:
+    """eps = 0: predict_x0 is x_t / sqrt(abar), so DDIM with eta 0 only rescales x_t."""
+
+    def __call__(self, x, t):
+        return torch.zeros_like(x)
+
+
+def test_a_part_way_start_begins_at_the_noised_guess():
+    guess = torch.linspace(-0.8, 0.8, 2 * 6 * 6).reshape(2, 6, 6)
+    # With eps = 0 and eta = 0 the loop maps x_t0 to x_t0 / sqrt(abar_t0) = guess + sqrt((1 - a)/a) z.
+    out = reverse_diffusion([NullEps(), NullEps()], (1, 2, 6, 6), steps=1000, eta=0.0, start=0.003, x_init=guess,
+                            seed=5, progress=False)
+    a = DIFF.abar(DIFF.schedule(1000, start=0.003)[0])
+    z = torch.randn((1, 1, 2, 6, 6), generator=torch.Generator().manual_seed(5))
+    expected = ((guess + np.sqrt((1 - a) / a) * z[0, 0]) + 1) / 2
+    np.testing.assert_allclose(out[0].numpy(), expected.clamp(0, 1).numpy(), atol=1e-5)
+    # from pure noise (start 1) the same loop knows nothing of the guess
+    far = reverse_diffusion([NullEps(), NullEps()], (1, 2, 6, 6), steps=1000, eta=0.0, x_init=guess, seed=5,
+                            progress=False)
+    assert np.abs(far[0].numpy() - (guess.numpy() + 1) / 2).mean() > 0.2
+    with pytest.raises(ConfigError, match="x_init"):
+        reverse_diffusion([NullEps()], (1, 2, 6, 6), start=0.5, progress=False)

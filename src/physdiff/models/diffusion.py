@@ -162,16 +162,21 @@ class GaussianDiffusion:
         out = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
         return out if noise is None or sigma == 0 else out + sigma * noise
 
-    def schedule(self, steps: int | None) -> list[int]:
+    def schedule(self, steps: int | None, *, start: float = 1.0) -> list[int]:
         """Descending step indices for a reverse loop of `steps` steps, evenly spaced, ending at 0.
 
         "trailing" spacing (Lin et al. 2024): starts at T-1, so the first step sees pure noise.
+        With `start` < 1 only the indices below start * T are kept (at least the last one): the
+        same spacing, entered part-way.
         """
         steps = self.timesteps if steps is None else int(steps)
         if not 1 <= steps <= self.timesteps:
             raise ConfigError(f"sampling steps must be in [1, {self.timesteps}], got {steps}")
-        ts = np.round(np.arange(self.timesteps, 0, -self.timesteps / steps)).astype(int) - 1
-        return [int(t) for t in ts]
+        if not 0.0 < start <= 1.0:
+            raise ConfigError(f"start must be in (0, 1], got {start}")
+        ts = [int(t) for t in np.round(np.arange(self.timesteps, 0, -self.timesteps / steps)).astype(int) - 1]
+        kept = [t for t in ts if t < start * self.timesteps]
+        return kept or ts[-1:]
 
 
 class EpsFromV(nn.Module):

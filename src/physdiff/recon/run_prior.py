@@ -24,6 +24,7 @@ from physdiff.data.stem_sim import load_sample
 from physdiff.data.transforms import PowerTransform, load_transform
 from physdiff.errors import ConfigError, InputError
 from physdiff.metrics.ssim import psnr_volume, ssim_phase_projection, ssim_volume
+from physdiff.models.diffusion import GaussianDiffusion
 from physdiff.models.train import load_model
 from physdiff.physics.mri import simulate_kspace
 from physdiff.recon.dart import dart
@@ -90,9 +91,10 @@ def run_dart(models, problem, truth: np.ndarray, *, modality: str, settings: dic
         torch.cuda.reset_peak_memory_stats()
     result = dart(models, problem, sampler=settings["sampler"], steps=settings["steps"], eta=settings["eta"],
                   correction=settings["correction"], n_samples=settings.get("n_samples", 1), seed=seed,
-                  seam=settings.get("seam", "none"), progress=progress)
+                  seam=settings.get("seam", "none"), start=settings.get("start", 1.0), progress=progress)
     row = _row(modality, "dart", result.volume, truth, sigma, result.seconds, device,
-               iterations=settings["steps"], partitions=len(models),
+               iterations=len(GaussianDiffusion().schedule(settings["steps"], start=settings.get("start", 1.0))),
+               partitions=len(models),
                **{f"param_{k}": v for k, v in settings.items()})
     return result.volume, row, result.steps
 

@@ -247,3 +247,30 @@ def test_train_partition_trains_slab_g_with_the_rules_seed():
     with pytest.raises(InputError, match="validation volumes"):
         train_partition(volumes, val[:, :3], G=2, g=1, model_cfg=TINY, train_cfg=train_cfg, augment={}, seed=5,
                         checkpoint_path=None, steps=2, progress=False)
+
+
+def test_cpu_bf16_auto_follows_the_cpu_and_bad_values_are_named(monkeypatch):
+    from physdiff.models import train as train_mod
+
+    for native in (False, True):
+        monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda native=native: native)
+        assert train_mod.use_bf16("cpu", "auto") is native
+        assert train_mod.use_bf16("cpu", True) is True and train_mod.use_bf16("cpu", False) is False
+        assert train_mod.use_bf16("cuda", False) is True  # CUDA always trains under bf16 autocast
+    with pytest.raises(ConfigError, match="cpu_bf16"):
+        train_mod.use_bf16("cpu", "yes")
+    assert isinstance(train_mod.cpu_has_native_bf16(), bool)
+
+
+def test_config_accepts_cpu_bf16_auto_and_rejects_other_strings():
+    import yaml
+
+    from physdiff.config import validate_config
+
+    from pathlib import Path
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
+    assert validate_config(cfg)["prior"]["train"]["cpu_bf16"] == "auto"
+    cfg["prior"]["train"]["cpu_bf16"] = "always"
+    with pytest.raises(ConfigError, match="cpu_bf16"):
+        validate_config(cfg)

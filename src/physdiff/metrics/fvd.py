@@ -11,13 +11,11 @@ Every score is reported with the number of real and generated volumes it came fr
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import scipy.linalg
 
 from physdiff.errors import ConfigError, InputError
 
@@ -31,28 +29,27 @@ def _features(x, name: str) -> np.ndarray:
     return x
 
 
-def frechet_distance(real, gen, eps: float = 1e-6) -> float:
+def frechet_distance(real, gen) -> float:
     """Fréchet distance between Gaussians fitted to (N, D) real and (M, D) generated features.
 
-    With fewer samples than dimensions the covariances are singular and `sqrtm` of their product
-    can come back non-finite; then eps * I is added to both covariances (as in pytorch-fid).
-    The imaginary part sqrtm leaves from round-off is dropped.
+    FD = |mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr (S1 S2)^(1/2), with the (ddof = 1) sample
+    covariances S1 = A A^T and S2 = B B^T, A = (X1 - mu1)^T / sqrt(N - 1) (D x N) and B likewise.
+    The non-zero eigenvalues of S1 S2 are those of (A^T B)(A^T B)^T, so tr (S1 S2)^(1/2) is the sum
+    of the singular values of the N x M matrix A^T B: exact for any N and D, with no D x D
+    matrix square root. With N < D (Table 3's few volumes against 400 I3D logits) the
+    covariances are singular; `scipy.linalg.sqrtm` of their product took seconds per call and
+    needed a regulariser, while this takes milliseconds and agrees with it where sqrtm is
+    accurate (tests/test_fvd.py).
     """
     real, gen = _features(real, "real features"), _features(gen, "generated features")
     if real.shape[1] != gen.shape[1]:
         raise InputError(f"feature dimensions differ: real {real.shape[1]}, generated {gen.shape[1]}")
     mu1, mu2 = real.mean(0), gen.mean(0)
-    s1, s2 = np.atleast_2d(np.cov(real, rowvar=False)), np.atleast_2d(np.cov(gen, rowvar=False))
-    with warnings.catch_warnings():
-        # "Matrix is singular" is expected with N < D; a non-finite result is handled below
-        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-        covmean = scipy.linalg.sqrtm(s1 @ s2)
-        if not np.isfinite(covmean).all():
-            offset = eps * np.eye(len(s1))
-            covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
-    covmean = np.real(covmean)
+    a = (real - mu1) / np.sqrt(len(real) - 1)
+    b = (gen - mu2) / np.sqrt(len(gen) - 1)
+    tr_sqrt = np.linalg.svd(a @ b.T, compute_uv=False).sum()
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
+    return float(diff @ diff + np.sum(a * a) + np.sum(b * b) - 2.0 * tr_sqrt)
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int = 2, coef0: float = 0.0) -> np.ndarray:

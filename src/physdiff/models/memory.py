@@ -86,7 +86,7 @@ def measure(model_path: str, *, slices: int, batch: int, stage: str, device: str
     Returns {device, params_mb, growth_mb, total_mb}: total = parameters + peak growth.
     """
     from physdiff.models.diffusion import GaussianDiffusion
-    from physdiff.models.train import load_model
+    from physdiff.models.train import load_model, use_bf16
 
     if stage not in STAGES:
         raise ConfigError(f"memory stage must be one of {STAGES}, got {stage!r}")
@@ -99,7 +99,7 @@ def measure(model_path: str, *, slices: int, batch: int, stage: str, device: str
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     x = torch.rand(batch, 1, slices, size, size, device=dev) * 2 - 1
     t = torch.full((batch,), 500, device=dev, dtype=torch.long)
-    bf16 = dev.type == "cuda" or bool(meta["config"].get("cpu_bf16", False))
+    bf16 = use_bf16(dev, meta["config"].get("cpu_bf16", False))
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if (stage == "train" and bf16) else nullcontext()
     with torch.no_grad(), autocast:
         model(x[:1, :, :1], t[:1])  # load kernels and thread pools before the baseline

@@ -3,8 +3,8 @@
     python benchmarks/dart_start.py [--results results] [--starts 1 0.6 0.4 0.3 0.2] [--n-val 4]
                                     [--override '{"correction": "x0", "eta": 1.0}'] [--threads 1]
 
-For each start fraction, DART (the settings tune_dart chose, with --override merged in, and the
-start) reconstructs
+For each start fraction, DART (the settings tune_dart chose, or the config's `recon.dart` before
+tune_dart has run, with --override merged in, and the start) reconstructs
 - the first --n-val MRI validation volumes, measured as tune_dart measures them (the mask
   `recon.dart.mri_tune_mask`, the same noise seeds), and
 - the real T1 volumes that nibabel and nilearn ship (`benchmarks/real_mri.py`), measured with the
@@ -59,7 +59,10 @@ def main() -> None:
     G = len(args.models) if args.models else rc["partitions"]["mri"]
     paths = args.models or [str(res / f"prior/mri/G{G}/g{g}/model.pt") for g in range(G)]
     models = load_partition_models(paths, slices=mri["n_slices"], size=mri["size"])
-    settings = {**json.loads((res / "recon/mri/tuning/dart.json").read_text())["settings"], **json.loads(args.override)}
+    tuned = res / "recon/mri/tuning/dart.json"
+    base = (json.loads(tuned.read_text())["settings"] if tuned.is_file()
+            else {k: rc["dart"][k] for k in ("sampler", "steps", "eta", "correction", "n_samples", "seam")})
+    settings = {**base, **json.loads(args.override)}
     val = validation_problems(res, cfg, "mri", args.n_val, solver_tuning=False)
     real = {} if args.no_real else {
         name: preprocess_volume(raw, n_slices=mri["n_slices"], size=mri["size"], margin=mri["crop_margin"])

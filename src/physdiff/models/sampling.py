@@ -17,7 +17,6 @@ own weights. `seam="none"` is plain stacking.
 from __future__ import annotations
 
 import math
-
 from typing import Callable, Sequence
 
 import numpy as np
@@ -141,7 +140,7 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
     x = noise()
     ts = diffusion.schedule(steps, start=start)
     if start < 1.0:
-        guess = torch.as_tensor(x_init, dtype=x.dtype).to(home).expand(b, 1, s, h, w)
+        guess = torch.as_tensor(x_init, dtype=x.dtype).to(home).reshape(-1, 1, s, h, w).expand(b, 1, s, h, w)
         a0 = diffusion.abar(ts[0])
         x = math.sqrt(a0) * guess + math.sqrt(1.0 - a0) * x
     for i, t in enumerate(tqdm(ts, desc=f"{sampler} sampling", disable=not progress, leave=False)):

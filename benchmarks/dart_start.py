@@ -70,7 +70,7 @@ def main() -> None:
     real_y = {name: simulate_kspace(truth, mask, noise_std=rc["mri"]["noise_std"], seed=cfg["seed"])
               for name, truth in real.items()}
     print(f"mask {mask_name}, G = {G}, DART {settings}; {len(val)} validation volumes, real: {list(real)}", flush=True)
-    header = "| start | validation SSIM | " + " | ".join(real) + " | s per volume |"
+    header = "| " + " | ".join(["start", "validation SSIM", *real, "s per volume"]) + " |"
     print(header + "\n|" + "---|" * (header.count("|") - 1), flush=True)
     for start in args.starts:
         run = {**settings, "start": start}

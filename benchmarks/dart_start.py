@@ -27,15 +27,11 @@ import yaml
 
 from physdiff.config import mri_problem_config, validate_config
 from physdiff.data.mri_prep import preprocess_volume
-from physdiff.metrics.ssim import ssim_volume
-from physdiff.physics.mri import simulate_kspace
-from physdiff.recon.mri_baselines import MRI_BASELINES
-from physdiff.recon.run import mri_params
-from physdiff.recon.run_prior import build_problem, load_partition_models, run_dart, validation_problems
+from physdiff.recon.run_prior import build_problem, run_dart, validation_problems
 from physdiff.workflow import set_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_mri import packaged_volumes  # noqa: E402
+from real_mri import baseline_ssim, packaged_volumes, partition_models  # noqa: E402
 
 
 def main() -> None:
@@ -56,9 +52,7 @@ def main() -> None:
     rc, mri = cfg["recon"], cfg["mri"]
     mask_name = rc["dart"]["mri_tune_mask"]
     mask = np.load(res / f"data/mri/masks/{mask_name}.npy")
-    G = len(args.models) if args.models else rc["partitions"]["mri"]
-    paths = args.models or [str(res / f"prior/mri/G{G}/g{g}/model.pt") for g in range(G)]
-    models = load_partition_models(paths, slices=mri["n_slices"], size=mri["size"])
+    G, models = partition_models(res, cfg, args.models)
     tuned = res / "recon/mri/tuning/dart.json"
     base = (json.loads(tuned.read_text())["settings"] if tuned.is_file()
             else {k: rc["dart"][k] for k in ("sampler", "steps", "eta", "correction", "n_samples", "seam")})
@@ -67,8 +61,9 @@ def main() -> None:
     real = {} if args.no_real else {
         name: preprocess_volume(raw, n_slices=mri["n_slices"], size=mri["size"], margin=mri["crop_margin"])
         for name, raw in packaged_volumes().items()}
-    real_y = {name: simulate_kspace(truth, mask, noise_std=rc["mri"]["noise_std"], seed=cfg["seed"])
-              for name, truth in real.items()}
+    # measured once, as real_mri.py measures them; DART resets a problem's state on every run
+    real_problems = {name: build_problem("mri", mri_problem_config(cfg), volume=truth, mask=mask, seed=cfg["seed"])
+                     for name, truth in real.items()}
     print(f"mask {mask_name}, G = {G}, DART {settings}; {len(val)} validation volumes, real: {list(real)}", flush=True)
     header = "| " + " | ".join(["start", "validation SSIM", *real, "s per volume"]) + " |"
     print(header + "\n|" + "---|" * (header.count("|") - 1), flush=True)
@@ -80,16 +75,15 @@ def main() -> None:
                                    progress=False)[1]["ssim"])
         cells = [f"{np.mean(scores):.4f} ± {np.std(scores):.4f}"]
         for name, truth in real.items():
-            problem = build_problem("mri", mri_problem_config(cfg), volume=truth, mask=mask, seed=cfg["seed"])
-            cells.append(f"{run_dart(models, problem, truth, modality='mri', settings=run, seed=cfg['seed'], progress=False)[1]['ssim']:.3f}")
+            row = run_dart(models, real_problems[name], truth, modality="mri", settings=run, seed=cfg["seed"],
+                           progress=False)[1]
+            cells.append(f"{row['ssim']:.3f}")
         seconds = (time.perf_counter() - tic) / (len(val) + len(real))
         print(f"| {start:g} | " + " | ".join(cells) + f" | {seconds:.1f} |", flush=True)
     for method in ("zero_filled", "cs_l1_wavelet") if real else ():
-        tuned = None if method == "zero_filled" else json.loads((res / f"recon/mri/tuning/{mask_name}/{method}.json").read_text())
-        params = mri_params(method, max_iter=rc["mri"]["max_iter"].get(method), tuned=tuned,
-                            wavelet=rc["mri"]["cs_wavelet"], levels=rc["mri"]["cs_levels"])
-        cells = [f"{ssim_volume(MRI_BASELINES[method](real_y[n], mask, **params), t):.3f}" for n, t in real.items()]
-        print(f"{method}: " + ", ".join(f"{n} {c}" for n, c in zip(real, cells)), flush=True)
+        cells = [f"{n} {baseline_ssim(method, real_problems[n].y, mask, t, res=res, mask_name=mask_name, cfg=cfg):.3f}"
+                 for n, t in real.items()]
+        print(f"{method}: " + ", ".join(cells), flush=True)
 
 
 if __name__ == "__main__":

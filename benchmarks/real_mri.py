@@ -44,6 +44,23 @@ def packaged_volumes() -> dict[str, np.ndarray]:
             "nilearn ICBM152 T1": datasets.load_mni152_template(resolution=1).get_fdata(dtype=np.float32)}
 
 
+def partition_models(res: Path, cfg: dict, paths: list[str] | None = None) -> tuple[int, list]:
+    """(G, models): the given partition model files, or the pipeline's G = recon.partitions.mri ones."""
+    G = len(paths) if paths else cfg["recon"]["partitions"]["mri"]
+    paths = paths or [str(res / f"prior/mri/G{G}/g{g}/model.pt") for g in range(G)]
+    return G, load_partition_models(paths, slices=cfg["mri"]["n_slices"], size=cfg["mri"]["size"])
+
+
+def baseline_ssim(method: str, y: np.ndarray, mask: np.ndarray, truth: np.ndarray, *, res: Path, mask_name: str,
+                  cfg: dict) -> float:
+    """SSIM of a classical baseline at the weight tune_mri_baseline chose for the mask."""
+    rc = cfg["recon"]["mri"]
+    tuned = None if method == "zero_filled" else json.loads((res / f"recon/mri/tuning/{mask_name}/{method}.json").read_text())
+    params = mri_params(method, max_iter=rc["max_iter"].get(method), tuned=tuned, wavelet=rc["cs_wavelet"],
+                        levels=rc["cs_levels"])
+    return ssim_volume(MRI_BASELINES[method](y, mask, **params), truth)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results")
@@ -62,9 +79,7 @@ def main() -> None:
     rc, mri = cfg["recon"], cfg["mri"]
     volumes = {Path(p).name: load_volume(p) for p in args.volumes} if args.volumes else packaged_volumes()
     mask = np.load(res / f"data/mri/masks/{args.mask}.npy")
-    G = len(args.models) if args.models else rc["partitions"]["mri"]
-    paths = args.models or [str(res / f"prior/mri/G{G}/g{g}/model.pt") for g in range(G)]
-    models = load_partition_models(paths, slices=mri["n_slices"], size=mri["size"])
+    G, models = partition_models(res, cfg, args.models)
     settings = json.loads((res / "recon/mri/tuning/dart.json").read_text())["settings"]
     problem_cfg = mri_problem_config(cfg)
     print(f"mask {args.mask}, DART G = {G} with {settings}", flush=True)
@@ -73,11 +88,7 @@ def main() -> None:
         scores = {}
         y = simulate_kspace(truth, mask, noise_std=rc["mri"]["noise_std"], seed=cfg["seed"])
         for method in ("zero_filled", "cs_l1_wavelet", "tv"):
-            tuning = res / f"recon/mri/tuning/{args.mask}/{method}.json"
-            tuned = json.loads(tuning.read_text()) if method != "zero_filled" else None
-            params = mri_params(method, max_iter=rc["mri"]["max_iter"].get(method), tuned=tuned,
-                                wavelet=rc["mri"]["cs_wavelet"], levels=rc["mri"]["cs_levels"])
-            scores[method] = ssim_volume(MRI_BASELINES[method](y, mask, **params), truth)
+            scores[method] = baseline_ssim(method, y, mask, truth, res=res, mask_name=args.mask, cfg=cfg)
         problem = build_problem("mri", problem_cfg, volume=truth, mask=mask, seed=cfg["seed"])
         scores["dart"] = run_dart(models, problem, truth, modality="mri", settings=settings, seed=cfg["seed"],
                                   progress=False)[1]["ssim"]

@@ -123,11 +123,10 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
         raise ConfigError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
     if seam not in SEAMS:
         raise ConfigError(f"prior.sampling.seam must be one of {SEAMS}, got {seam!r}")
-    if not 0.0 < start <= 1.0:
-        raise ConfigError(f"start must be in (0, 1], got {start}")
+    diffusion = diffusion or GaussianDiffusion()
+    ts = diffusion.schedule(steps, start=start)  # checks steps and start
     if start < 1.0 and x_init is None:
         raise ConfigError("start < 1 needs x_init, the guess the reverse loop starts from")
-    diffusion = diffusion or GaussianDiffusion()
     b, s, h, w = shape
     bounds = partition_bounds(s, len(models))
     devs = partition_devices(len(models), devices)
@@ -138,7 +137,6 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     noise = lambda: torch.randn((b, 1, s, h, w), generator=gen).to(home)
     x = noise()
-    ts = diffusion.schedule(steps, start=start)
     if start < 1.0:
         guess = torch.as_tensor(x_init, dtype=x.dtype).to(home).reshape(-1, 1, s, h, w).expand(b, 1, s, h, w)
         a0 = diffusion.abar(ts[0])

@@ -5,10 +5,12 @@ Prints one row per set of volumes (the real test volumes first):
   * histogram distance: total variation 0.5 * sum |p - q| between 64-bin intensity histograms
     on [0, 1] of this set and of the real set (0 = same distribution, 1 = disjoint);
   * slice difference: mean |x[s+1] - x[s]| over neighbouring slices;
-  * seam ratio (physdiff.metrics.seams) at the boundaries of G partitions (real volumes ~1).
+  * seam ratio (physdiff.metrics.seams) at the boundaries of G partitions (real volumes ~1);
+  * spread: the per-voxel standard deviation across the set's volumes, averaged (how much the
+    volumes differ from one another; a sampler that leans on the training mean lowers it).
 
 Volumes come from .npy files (N, S, H, W) in [0, 1] (--generated), or are sampled here from
-partition model files (--models, once per --seam mode).
+partition model files (--models, once per --seam mode and --mean-snr value).
 
 Example: python benchmarks/prior_quality.py --real results/data/mri/brats/test.npy \\
              --models results/prior/mri/G2/g0/model.pt results/prior/mri/G2/g1/model.pt --seam none overlap
@@ -45,7 +47,12 @@ def quality_row(name: str, volumes: np.ndarray, real: np.ndarray, partitions: in
     """One markdown row of the four measures for `volumes` against `real`."""
     bounds = partition_boundaries(volumes.shape[1], partitions)
     return (f"| {name} | {len(volumes)} | {background(volumes):.4f} | {histogram_distance(volumes, real):.3f} | "
-            f"{slice_differences(volumes).mean():.4f} | {seam_ratio(volumes, bounds):.2f} |")
+            f"{slice_differences(volumes).mean():.4f} | {seam_ratio(volumes, bounds):.2f} | {spread(volumes):.4f} |")
+
+
+def spread(volumes: np.ndarray) -> float:
+    """Mean over voxels of the standard deviation across the volumes."""
+    return float(volumes.std(axis=0).mean())
 
 
 def main() -> None:
@@ -58,6 +65,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=[], help="partition model files g = 0..G-1, to sample from")
     ap.add_argument("--seam", nargs="+", default=["none", "overlap"], help="seam modes to sample with")
     ap.add_argument("--partitions", type=int, default=None, help="G for the seam ratio (default: len(--models) or 2)")
+    ap.add_argument("--mean-snr", type=float, nargs="+", default=[0.0],
+                    help="reverse_diffusion's mean_snr values to sample with (0: the network's x0 at every step)")
     ap.add_argument("--n", type=int, default=8, help="volumes to sample per seam mode")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--eta", type=float, default=1.0)
@@ -68,18 +77,20 @@ def main() -> None:
     real = np.load(args.real).astype(np.float32)
     G = args.partitions or len(args.models) or 2
     print(f"G = {G}, boundaries {partition_boundaries(real.shape[1], G)} of S = {real.shape[1]}")
-    print("| volumes | N | background (4x4 corners) | histogram distance to real | slice difference | seam ratio |")
-    print("|---|---|---|---|---|---|")
+    print("| volumes | N | background (4x4 corners) | histogram distance to real | slice difference | seam ratio | spread |")
+    print("|---|---|---|---|---|---|---|")
     print(quality_row(f"real ({args.real})", real, real, G), flush=True)
     for path in args.generated:
         print(quality_row(path, np.load(path).astype(np.float32), real, G), flush=True)
     if args.models:
         models = [load_model(p)[0] for p in args.models]
         for seam in args.seam:
-            t0 = time.perf_counter()
-            vols = sample_volumes(models, args.n, real.shape[1:], seed=args.seed, steps=args.steps, eta=args.eta,
-                                  seam=seam, progress=False)
-            print(quality_row(f"sampled, seam={seam} ({time.perf_counter() - t0:.0f} s)", vols, real, G), flush=True)
+            for mean_snr in args.mean_snr:
+                t0 = time.perf_counter()
+                vols = sample_volumes(models, args.n, real.shape[1:], seed=args.seed, steps=args.steps, eta=args.eta,
+                                      seam=seam, mean_snr=mean_snr, progress=False)
+                print(quality_row(f"sampled, seam={seam}, mean_snr={mean_snr:g} ({time.perf_counter() - t0:.0f} s)",
+                                  vols, real, G), flush=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from physdiff.errors import ConfigError
+from physdiff.errors import ConfigError, InputError
 from physdiff.models.diffusion import GaussianDiffusion
 from physdiff.models.sampling import partition_bounds, reverse_diffusion, sample_volumes
 from physdiff.models.unet import build_unet
@@ -171,3 +171,46 @@ def test_a_part_way_start_begins_at_the_noised_guess():
     assert np.abs(far[0].numpy() - (guess.numpy() + 1) / 2).mean() > 0.2
     with pytest.raises(ConfigError, match="x_init"):
         reverse_diffusion([NullEps()], (1, 2, 6, 6), start=0.5, progress=False)
+
+
+class WithMean(MarkerModel):
+    """A marker model that carries a training mean, as `load_model` attaches one."""
+
+    def __init__(self, marker: float, mean: torch.Tensor):
+        super().__init__(marker)
+        self.data_mean = mean
+
+
+def test_below_mean_snr_the_training_mean_replaces_the_networks_x0():
+    means = [torch.full((2, 4, 4), 0.1), torch.linspace(0.2, 0.9, 3 * 16).reshape(3, 4, 4)]
+    models = [WithMean(0.5, means[0]), WithMean(0.5, means[1])]
+    stacked = 2 * torch.cat(means) - 1  # network scale
+    seen = []
+    hook = lambda x0, t: seen.append((t, x0.clone())) or x0
+    ts = DIFF.schedule(10)
+    # a threshold between the SNR of the first and second steps replaces the first x0 only
+    snr = [DIFF.abar(t) / (1 - DIFF.abar(t)) for t in ts[:2]]
+    reverse_diffusion(models, (2, 5, 4, 4), steps=10, seed=0, progress=False, x0_correction=hook,
+                      mean_snr=float(np.sqrt(snr[0] * snr[1])))
+    torch.testing.assert_close(seen[0][1], stacked.expand(2, 1, 5, 4, 4))
+    for _, x0 in seen[1:]:  # later steps are the networks' (0.5 everywhere)
+        torch.testing.assert_close(x0, torch.full_like(x0, 0.5), atol=1e-3, rtol=0)
+    # at every step: with eta 0 the sample is the mean itself
+    out = reverse_diffusion(models, (1, 5, 4, 4), steps=10, eta=0.0, seed=0, progress=False, mean_snr=1e9)
+    torch.testing.assert_close(out[0], torch.cat(means), atol=1e-5, rtol=0)
+    # 0 (the default) never uses it: the networks' marker throughout
+    out = reverse_diffusion(models, (1, 5, 4, 4), steps=10, eta=0.0, seed=0, progress=False)
+    torch.testing.assert_close(out[0], torch.full((5, 4, 4), 0.75), atol=1e-4, rtol=0)
+
+
+def test_mean_snr_needs_a_fitting_training_mean_in_every_model():
+    with pytest.raises(InputError, match="partition model 1 carries no training mean"):
+        reverse_diffusion([WithMean(0.0, torch.zeros(2, 4, 4)), MarkerModel(0.0)], (1, 4, 4, 4), steps=2,
+                          mean_snr=0.1, progress=False)
+    with pytest.raises(InputError, match=r"partition model 0's training mean has shape \(3, 4, 4\)"):
+        reverse_diffusion([WithMean(0.0, torch.zeros(3, 4, 4)), WithMean(0.0, torch.zeros(2, 4, 4))], (1, 4, 4, 4),
+                          steps=2, mean_snr=0.1, progress=False)
+    with pytest.raises(ConfigError, match="mean_snr"):
+        reverse_diffusion([MarkerModel(0.0)], (1, 4, 4, 4), steps=2, mean_snr=-1.0, progress=False)
+    # without mean_snr a model without a mean samples as before
+    reverse_diffusion([MarkerModel(0.0)], (1, 4, 4, 4), steps=2, progress=False)

@@ -274,3 +274,27 @@ def test_config_accepts_cpu_bf16_auto_and_rejects_other_strings():
     cfg["prior"]["train"]["cpu_bf16"] = "always"
     with pytest.raises(ConfigError, match="cpu_bf16"):
         validate_config(cfg)
+
+
+def test_model_files_carry_the_training_mean_and_bad_ones_are_named(tmp_path):
+    data = _blobs(6)
+    res = train_prior(data, model_cfg={**TINY, "image_size": 16}, steps=1, batch_size=2, progress=False)
+    # augment_flips (the default) trains on mirror images too: the mean is of both
+    np.testing.assert_allclose(res.data_mean, 0.5 * (data.mean(0) + data.mean(0)[..., ::-1]), atol=1e-6)
+    plain = train_prior(data, model_cfg=TINY, steps=1, batch_size=2, progress=False, augment_flips=False)
+    np.testing.assert_allclose(plain.data_mean, data.mean(0), atol=1e-6)
+    save_model(tmp_path / "model.pt", res)
+    model, _ = load_model(tmp_path / "model.pt")
+    np.testing.assert_array_equal(model.data_mean.numpy(), res.data_mean)
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    del state["data_mean"]  # files written before the mean was stored
+    torch.save(state, tmp_path / "old.pt")
+    assert load_model(tmp_path / "old.pt")[0].data_mean is None
+    state["data_mean"] = torch.zeros(4, 8, 8)  # the model is built for 16 x 16 slices
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(InputError, match=r"bad.pt: 'data_mean' must be a finite \(S_g, H, W\) tensor for 16 x 16"):
+        load_model(tmp_path / "bad.pt")
+    state["data_mean"] = torch.full((4, 16, 16), float("nan"))
+    torch.save(state, tmp_path / "nan.pt")
+    with pytest.raises(InputError, match="nan.pt: 'data_mean'"):
+        load_model(tmp_path / "nan.pt")

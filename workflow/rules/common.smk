@@ -233,7 +233,7 @@ def problem_params(modality):
     return mri_problem_config(config) if modality == "mri" else stem_problem_config(config)
 
 
-DART_BASE = {k: RECON["dart"][k] for k in ("sampler", "steps", "eta", "correction", "n_samples", "seam", "start")}
+DART_BASE = {k: RECON["dart"][k] for k in ("sampler", "steps", "eta", "correction", "n_samples", "seam", "start", "mean_snr")}
 
 
 def mri_test_inputs(wildcards):

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from physdiff.errors import ConfigError
-from physdiff.models.diffusion import GaussianDiffusion, to_data
+from physdiff.errors import ConfigError, InputError
+from physdiff.models.diffusion import GaussianDiffusion, to_data, to_network
 
 Correction = Callable[[torch.Tensor, int], torch.Tensor]
 SEAMS = ("none", "overlap", "plateau")
@@ -94,12 +94,31 @@ def partition_eps(models: Sequence[Callable], devs: Sequence[torch.device], boun
     return (base[:, None, None] * eps + num) / (base + wsum)[:, None, None]
 
 
+def stacked_data_mean(models: Sequence[Callable], bounds: Sequence[tuple[int, int]],
+                      size: tuple[int, int]) -> torch.Tensor:
+    """The partition models' training means (`model.data_mean`, set by `load_model`) stacked
+    into one volume (1, 1, S, H, W) in [0, 1]; an InputError if a model lacks one or it does not
+    fit its slab."""
+    slabs = []
+    for g, (model, (lo, hi)) in enumerate(zip(models, bounds)):
+        mean = getattr(model, "data_mean", None)
+        if mean is None:
+            raise InputError(f"partition model {g} carries no training mean (model files written before "
+                             f"it was stored lack it): retrain it, or set mean_snr to 0")
+        mean = torch.as_tensor(mean, dtype=torch.float32)
+        if tuple(mean.shape) != (hi - lo, *size):
+            raise InputError(f"partition model {g}'s training mean has shape {tuple(mean.shape)}, its slab "
+                             f"needs {(hi - lo, *size)}")
+        slabs.append(mean)
+    return torch.cat(slabs)[None, None]
+
+
 def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, int], *, sampler: str = "ddim",
                       steps: int | None = 50, eta: float = 1.0, seed: int = 0,
                       x0_correction: Correction | None = None, xt_correction: Correction | None = None,
                       diffusion: GaussianDiffusion | None = None, devices: Sequence | None = None,
                       progress: bool = True, seam: str = "none", start: float = 1.0,
-                      x_init: torch.Tensor | None = None) -> torch.Tensor:
+                      x_init: torch.Tensor | None = None, mean_snr: float = 0.0) -> torch.Tensor:
     """Sample B volumes of shape (S, H, W) with G partition models; returns (B, S, H, W) in [0, 1].
 
     `models[g]` maps (x_t slab (B, 1, S_g, H, W), t (B,)) to eps; `shape` = (B, S, H, W).
@@ -118,6 +137,13 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
     (B, S, H, W), network scale [-1, 1]) is a first guess such as the zero-filled image. The
     guess's coarse content survives the noise, so the prior refines it instead of drawing a
     volume from scratch; start = 1 is the full loop from pure noise (x_init is not used).
+
+    `mean_snr` > 0 (ours): at the steps whose SNR_t = abar_t / (1 - abar_t) is below it, x0 is
+    the partition models' training mean (`stacked_data_mean`) instead of the network's estimate
+    (before the hooks, so DART's physics still corrects it). There the noise hides the data:
+    the best x0 is the data mean, while an eps network's x0 = (x_t - sqrt(1 - abar_t) eps) /
+    sqrt(abar_t) is its eps error magnified up to 1e4 times at t = T, which the clamp to
+    [-1, 1] turns into a random grey offset per volume.
     """
     if sampler not in ("ddim", "ddpm"):
         raise ConfigError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
@@ -127,6 +153,8 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
     ts = diffusion.schedule(steps, start=start)  # checks steps and start
     if start < 1.0 and x_init is None:
         raise ConfigError("start < 1 needs x_init, the guess the reverse loop starts from")
+    if not mean_snr >= 0.0:
+        raise ConfigError(f"mean_snr must be >= 0, got {mean_snr}")
     b, s, h, w = shape
     bounds = partition_bounds(s, len(models))
     devs = partition_devices(len(models), devices)
@@ -134,6 +162,7 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
         if isinstance(model, nn.Module):
             model.to(dev).eval()
     home = devs[0]
+    mean_x0 = to_network(stacked_data_mean(models, bounds, (h, w))).to(home) if mean_snr > 0 else None
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     noise = lambda: torch.randn((b, 1, s, h, w), generator=gen).to(home)
     x = noise()
@@ -146,6 +175,8 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
         with torch.no_grad():
             eps = partition_eps(models, devs, bounds, x, t, seam)
             x0 = diffusion.predict_x0(x, t, eps)
+            if mean_x0 is not None and diffusion.abar(t) / (1.0 - diffusion.abar(t)) < mean_snr:
+                x0 = mean_x0.expand_as(x0).clone()
         # Hooks run outside no_grad: a physics step may differentiate its own loss.
         if x0_correction is not None:
             x0 = x0_correction(x0, t).detach()

@@ -74,6 +74,7 @@ class TrainResult:
     seconds: float = 0.0  # this run's training loop
     resumed_from: int = 0
     total_seconds: float = 0.0  # every run's training loop up to `step`, resumed runs included
+    data_mean: np.ndarray | None = None  # (S_g, H, W) in [0, 1]: `training_mean` of the slabs
 
     @property
     def prediction(self) -> str:
@@ -92,6 +93,19 @@ def data_fingerprint(array: np.ndarray) -> str:
     h = hashlib.sha256(f"{array.shape}|{array.dtype.str}|".encode())
     h.update(array.tobytes())
     return h.hexdigest()[:16]
+
+
+def training_mean(data: np.ndarray, *, flips: bool = True) -> np.ndarray:
+    """Mean slab (S_g, H, W) of the training slabs (N, S_g, H, W) in [0, 1], float32; with
+    `flips` also of their mirror images along W, as `augment_flips` trains on them.
+
+    The reverse loop takes it as x0 where the noise hides all signal (`reverse_diffusion`'s
+    `mean_snr`): E[x0 | x_t] is the data mean there, while an eps network's x0 is its error
+    divided by sqrt(abar_t) ~ 1e-4."""
+    mean = np.asarray(data, np.float64).mean(axis=0)
+    if flips:
+        mean = 0.5 * (mean + mean[..., ::-1])
+    return mean.astype(np.float32)
 
 
 def _plain(obj):
@@ -321,7 +335,7 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
     return TrainResult(model=model, ema_model=ema.ema_model, config=config, data_fingerprint=fingerprint,
                        step=step, loss_history=history, val_history=val_history,
                        val_timesteps=tuple(val_timesteps), seconds=elapsed, resumed_from=resumed_from,
-                       total_seconds=seconds_before + elapsed)
+                       total_seconds=seconds_before + elapsed, data_mean=training_mean(data, flips=augment_flips))
 
 
 def train_partition(volumes: np.ndarray, val: np.ndarray, *, G: int, g: int, model_cfg: dict, train_cfg: dict,
@@ -346,21 +360,26 @@ def train_partition(volumes: np.ndarray, val: np.ndarray, *, G: int, g: int, mod
 
 
 def save_model(path: str | os.PathLike, result: TrainResult) -> None:
-    """Write the final model.pt {model, ema, config, data_fingerprint, step, train_seconds} atomically.
+    """Write the final model.pt {model, ema, config, data_fingerprint, step, train_seconds,
+    data_mean} atomically.
 
     `train_seconds` is the training loop's wall time over every run that reached `step`, so a
     job resumed from a checkpoint still reports what the whole training cost.
     """
     state = {"model": result.model.state_dict(), "ema": result.ema_model.state_dict(), "config": result.config,
              "data_fingerprint": result.data_fingerprint, "step": result.step,
-             "train_seconds": float(result.total_seconds)}
+             "train_seconds": float(result.total_seconds),
+             **({"data_mean": torch.from_numpy(result.data_mean)} if result.data_mean is not None else {})}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
 def load_model(path: str | os.PathLike, *, map_location="cpu") -> tuple[nn.Module, dict]:
     """Load model.pt safely; returns (U-Net holding the EMA weights as an eps predictor, in eval
-    mode; meta dict). A v-prediction U-Net comes wrapped in `EpsFromV`."""
+    mode; meta dict). A v-prediction U-Net comes wrapped in `EpsFromV`.
+
+    The model carries its training slabs' mean as `model.data_mean` ((S_g, H, W) float32 tensor
+    in [0, 1]; None in files written before it was stored), which `reverse_diffusion` uses."""
     state = load_checkpoint(path, map_location=map_location)
     missing = [k for k in ("ema", "config") if k not in state]
     if missing or not isinstance(state.get("config"), dict) or "model" not in state["config"]:
@@ -375,5 +394,13 @@ def load_model(path: str | os.PathLike, *, map_location="cpu") -> tuple[nn.Modul
         model = as_eps_model(model, state["config"].get("prediction", "eps"))
     except ConfigError as err:
         raise InputError(f"{path}: {err}") from None
+    mean = state.get("data_mean")
+    size = state["config"]["model"].get("image_size")
+    if mean is not None and (not isinstance(mean, torch.Tensor) or mean.ndim != 3
+                             or (size is not None and tuple(mean.shape[1:]) != (size, size))
+                             or not torch.isfinite(mean).all()):
+        raise InputError(f"{path}: 'data_mean' must be a finite (S_g, H, W) tensor for "
+                         f"{size} x {size} slices, got {getattr(mean, 'shape', type(mean).__name__)}")
+    model.data_mean = None if mean is None else mean.float().cpu()
     meta = {k: state.get(k) for k in ("config", "data_fingerprint", "step", "train_seconds")}
     return model.to(map_location).eval(), meta

@@ -40,14 +40,15 @@ class DARTResult:
 
 def dart(models: Sequence[Callable], problem, *, sampler: str = "ddim", steps: int = 50, eta: float = 1.0,
          correction: str = "x0", n_samples: int = 1, seed: int = 0, devices: Sequence | None = None,
-         seam: str = "none", start: float = 1.0, progress: bool = True) -> DARTResult:
+         seam: str = "none", start: float = 1.0, mean_snr: float = 0.0, progress: bool = True) -> DARTResult:
     """Reconstruct one measurement with DART; `models[g]` is partition g's eps network.
 
     `n_samples` > 1 runs that many chains side by side and averages them in data units before
     the final physics step. The noise is seeded by `seed`. `seam` is the partitioned sampler's
     seam handling ("none": plain stacking; "overlap" or "plateau": eps blended across partition
     boundaries, `physdiff.models.sampling`). `start` in (0, 1] is the fraction of the schedule
-    run, from the noised naive start when it is below 1.
+    run, from the noised naive start when it is below 1. `mean_snr` > 0 takes the models'
+    training mean as x0 at the steps below that SNR (`reverse_diffusion`), before the physics.
     """
     if correction not in ("x0", "xt"):
         raise ConfigError(f"recon.dart.correction must be 'x0' or 'xt', got {correction!r}")
@@ -77,7 +78,8 @@ def dart(models: Sequence[Callable], problem, *, sampler: str = "ddim", steps: i
         naive = torch.as_tensor(np.asarray(problem.naive_start(), np.float32))
         x_init = to_network(transform.encode(naive)).clamp(-1.0, 1.0)
     x = reverse_diffusion(models, (n_samples, *problem.shape), sampler=sampler, steps=steps, eta=eta, seed=seed,
-                          devices=devices, progress=progress, seam=seam, start=start, x_init=x_init, **hook)
+                          devices=devices, progress=progress, seam=seam, start=start, x_init=x_init,
+                          mean_snr=mean_snr, **hook)
     volume = transform.decode(x).mean(0)  # (S, H, W) in data units
     final = problem.finalize(volume)
     log.append({"t": -1, "chain": -1, **problem.last_info})

@@ -91,7 +91,8 @@ def run_dart(models, problem, truth: np.ndarray, *, modality: str, settings: dic
         torch.cuda.reset_peak_memory_stats()
     result = dart(models, problem, sampler=settings["sampler"], steps=settings["steps"], eta=settings["eta"],
                   correction=settings["correction"], n_samples=settings.get("n_samples", 1), seed=seed,
-                  seam=settings.get("seam", "none"), start=settings.get("start", 1.0), progress=progress)
+                  seam=settings.get("seam", "none"), start=settings.get("start", 1.0),
+                  mean_snr=settings.get("mean_snr", 0.0), progress=progress)
     row = _row(modality, "dart", result.volume, truth, sigma, result.seconds, device,
                iterations=len(GaussianDiffusion().schedule(settings["steps"], start=settings.get("start", 1.0))),
                partitions=len(models),

@@ -142,7 +142,7 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
     the partition models' training mean (`stacked_data_mean`) instead of the network's estimate
     (before the hooks, so DART's physics still corrects it). There the noise hides the data:
     the best x0 is the data mean, while an eps network's x0 = (x_t - sqrt(1 - abar_t) eps) /
-    sqrt(abar_t) is its eps error magnified up to 1e4 times at t = T, which the clamp to
+    sqrt(abar_t) is its eps error magnified 2e4 times at t = T, which the clamp to
     [-1, 1] turns into a random grey offset per volume.
     """
     if sampler not in ("ddim", "ddpm"):

@@ -101,7 +101,7 @@ def training_mean(data: np.ndarray, *, flips: bool = True) -> np.ndarray:
 
     The reverse loop takes it as x0 where the noise hides all signal (`reverse_diffusion`'s
     `mean_snr`): E[x0 | x_t] is the data mean there, while an eps network's x0 is its error
-    divided by sqrt(abar_t) ~ 1e-4."""
+    divided by sqrt(abar_t) = 5e-5."""
     mean = np.asarray(data, np.float64).mean(axis=0)
     if flips:
         mean = 0.5 * (mean + mean[..., ::-1])

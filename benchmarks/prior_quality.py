@@ -10,7 +10,9 @@ Prints one row per set of volumes (the real test volumes first):
     volumes differ from one another; a sampler that leans on the training mean lowers it).
 
 Volumes come from .npy files (N, S, H, W) in [0, 1] (--generated), or are sampled here from
-partition model files (--models, once per --seam mode and --mean-snr value).
+partition model files (--models, once per --seam mode and --mean-snr value). With --i3d (the
+Kinetics-400 checkpoint that rule fetch_i3d writes) a second table gives Table 3's FVD-i3D and
+JEDi (I3D features) of every set against the real one, with table3's bootstrap intervals.
 
 Example: python benchmarks/prior_quality.py --real results/data/mri/brats/test.npy \\
              --models results/prior/mri/G2/g0/model.pt results/prior/mri/G2/g1/model.pt --seam none overlap
@@ -72,6 +74,7 @@ def main() -> None:
     ap.add_argument("--eta", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--i3d", default=None, help="i3d-kinetics-400.ckpt: also print FVD-i3D and JEDi against --real")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     real = np.load(args.real).astype(np.float32)
@@ -80,8 +83,10 @@ def main() -> None:
     print("| volumes | N | background (4x4 corners) | histogram distance to real | slice difference | seam ratio | spread |")
     print("|---|---|---|---|---|---|---|")
     print(quality_row(f"real ({args.real})", real, real, G), flush=True)
+    sets = {}
     for path in args.generated:
-        print(quality_row(path, np.load(path).astype(np.float32), real, G), flush=True)
+        sets[path] = np.load(path).astype(np.float32)
+        print(quality_row(path, sets[path], real, G), flush=True)
     if args.models:
         models = [load_model(p)[0] for p in args.models]
         for seam in args.seam:
@@ -89,8 +94,27 @@ def main() -> None:
                 t0 = time.perf_counter()
                 vols = sample_volumes(models, args.n, real.shape[1:], seed=args.seed, steps=args.steps, eta=args.eta,
                                       seam=seam, mean_snr=mean_snr, progress=False)
-                print(quality_row(f"sampled, seam={seam}, mean_snr={mean_snr:g} ({time.perf_counter() - t0:.0f} s)",
-                                  vols, real, G), flush=True)
+                name = f"sampled, seam={seam}, mean_snr={mean_snr:g}"
+                sets[name] = vols
+                print(quality_row(f"{name} ({time.perf_counter() - t0:.0f} s)", vols, real, G), flush=True)
+    if args.i3d:
+        print_feature_distances(args.i3d, real, sets)
+
+
+def print_feature_distances(checkpoint: str, real: np.ndarray, sets: dict[str, np.ndarray]) -> None:
+    """Table 3's I3D distances of each set against `real`: value [95 % bootstrap interval]."""
+    from physdiff.metrics.fvd import frechet_distance, jedi, score
+    from physdiff.metrics.i3d import i3d_features, load_i3d
+
+    model = load_i3d(checkpoint, device="cpu")
+    real_features = i3d_features(model, real)
+    print(f"\n| volumes | N | FVD-i3D | JEDi (I3D features) |  (against {len(real)} real volumes; compare at equal N only)")
+    print("|---|---|---|---|")
+    for name, vols in sets.items():
+        features = i3d_features(model, vols)
+        cells = [score(fn, real_features, features, 200, 0) for fn in (frechet_distance, jedi)]
+        print(f"| {name} | {len(vols)} | " + " | ".join(f"{c.value:.1f} [{c.lo:.1f}, {c.hi:.1f}]" for c in cells) + " |",
+              flush=True)
 
 
 if __name__ == "__main__":

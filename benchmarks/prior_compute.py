@@ -140,7 +140,8 @@ def drift_line(cfg: dict, res: Path, modality: str, models, n_val: int, shape) -
     K = json.loads((res / f"recon/{modality}/tuning/drift.json").read_text())["n_iter"]
     drift, twin = [], []
     for problem, truth, sigma in validation_problems(res, cfg, modality, n_val, solver_tuning=True):  # tune_drift's
-        _, rows, _ = run_drift(pool, problem, truth, modality=modality, n_iter=K, sigma=sigma, progress=False)
+        candidates = problem.transform.decode(pool)  # the prior's [0, 1] to data units, as reconstruct_drift
+        _, rows, _ = run_drift(candidates, problem, truth, modality=modality, n_iter=K, sigma=sigma, progress=False)
         drift.append(rows[0]["ssim"])
         twin.append(rows[1]["ssim"])
     return (f"DRIFT (pool of {n}, K = {K}): validation SSIM {np.mean(drift):.4f} ± {np.std(drift):.4f}, "

@@ -214,3 +214,11 @@ def test_mean_snr_needs_a_fitting_training_mean_in_every_model():
         reverse_diffusion([MarkerModel(0.0)], (1, 4, 4, 4), steps=2, mean_snr=-1.0, progress=False)
     # without mean_snr a model without a mean samples as before
     reverse_diffusion([MarkerModel(0.0)], (1, 4, 4, 4), steps=2, progress=False)
+
+
+def test_steps_that_take_the_mean_do_not_run_the_networks():
+    models = [WithMean(0.5, torch.zeros(2, 4, 4)), WithMean(0.5, torch.zeros(2, 4, 4))]
+    ts = DIFF.schedule(10)
+    snr = [DIFF.abar(t) / (1 - DIFF.abar(t)) for t in ts]
+    reverse_diffusion(models, (1, 4, 4, 4), steps=10, seed=0, progress=False, mean_snr=float(np.sqrt(snr[1] * snr[2])))
+    assert [len(m.slab_shapes) for m in models] == [8, 8]  # 2 of the 10 steps took the mean

@@ -140,7 +140,7 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
 
     `mean_snr` > 0 (ours): at the steps whose SNR_t = abar_t / (1 - abar_t) is below it, x0 is
     the partition models' training mean (`stacked_data_mean`) instead of the network's estimate
-    (before the hooks, so DART's physics still corrects it). There the noise hides the data:
+    (before the hooks, so DART's physics still corrects it), and the networks are not run. There the noise hides the data:
     the best x0 is the data mean, while an eps network's x0 = (x_t - sqrt(1 - abar_t) eps) /
     sqrt(abar_t) is its eps error magnified 2e4 times at t = T, which the clamp to
     [-1, 1] turns into a random grey offset per volume.
@@ -172,11 +172,12 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
         x = math.sqrt(a0) * guess + math.sqrt(1.0 - a0) * x
     for i, t in enumerate(tqdm(ts, desc=f"{sampler} sampling", disable=not progress, leave=False)):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        with torch.no_grad():
-            eps = partition_eps(models, devs, bounds, x, t, seam)
-            x0 = diffusion.predict_x0(x, t, eps)
-            if mean_x0 is not None and diffusion.abar(t) / (1.0 - diffusion.abar(t)) < mean_snr:
-                x0 = mean_x0.expand_as(x0).clone()
+        if mean_x0 is not None and diffusion.abar(t) / (1.0 - diffusion.abar(t)) < mean_snr:
+            x0 = mean_x0.expand(b, 1, s, h, w).clone()  # the networks' estimate is not needed here
+        else:
+            with torch.no_grad():
+                eps = partition_eps(models, devs, bounds, x, t, seam)
+                x0 = diffusion.predict_x0(x, t, eps)
         # Hooks run outside no_grad: a physics step may differentiate its own loss.
         if x0_correction is not None:
             x0 = x0_correction(x0, t).detach()

@@ -46,7 +46,7 @@ def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def quality_row(name: str, volumes: np.ndarray, real: np.ndarray, partitions: int) -> str:
-    """One markdown row of the four measures for `volumes` against `real`."""
+    """One markdown row of the measures above for `volumes` against `real`."""
     bounds = partition_boundaries(volumes.shape[1], partitions)
     return (f"| {name} | {len(volumes)} | {background(volumes):.4f} | {histogram_distance(volumes, real):.3f} | "
             f"{slice_differences(volumes).mean():.4f} | {seam_ratio(volumes, bounds):.2f} | {spread(volumes):.4f} |")

@@ -162,7 +162,10 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
         if isinstance(model, nn.Module):
             model.to(dev).eval()
     home = devs[0]
-    mean_x0 = to_network(stacked_data_mean(models, bounds, (h, w))).to(home) if mean_snr > 0 else None
+    mean_x0, mean_steps = None, set()
+    if mean_snr > 0:
+        mean_x0 = to_network(stacked_data_mean(models, bounds, (h, w))).to(home)
+        mean_steps = {t for t, snr in zip(ts, diffusion.snr(torch.tensor(ts)).tolist()) if snr < mean_snr}
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     noise = lambda: torch.randn((b, 1, s, h, w), generator=gen).to(home)
     x = noise()
@@ -172,7 +175,7 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
         x = math.sqrt(a0) * guess + math.sqrt(1.0 - a0) * x
     for i, t in enumerate(tqdm(ts, desc=f"{sampler} sampling", disable=not progress, leave=False)):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        if mean_x0 is not None and diffusion.abar(t) / (1.0 - diffusion.abar(t)) < mean_snr:
+        if t in mean_steps:
             x0 = mean_x0.expand(b, 1, s, h, w).clone()  # the networks' estimate is not needed here
         else:
             with torch.no_grad():

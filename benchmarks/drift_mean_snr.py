@@ -18,18 +18,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prior_compute import drift_pool, drift_ssims  # noqa: E402
+
 
 def main() -> None:
-    from physdiff.config import drift_pool_seed, mri_problem_config, validate_config
-    from physdiff.models.sampling import sample_volumes
-    from physdiff.recon.run_prior import build_problem, load_partition_models, run_drift, validation_problems
+    from physdiff.config import mri_problem_config, validate_config
+    from physdiff.recon.run_prior import load_partition_models, load_test_problem, validation_problems
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modality", choices=["mri", "stem"], default="mri")
@@ -49,39 +53,31 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     res, mask_name = Path(args.results), args.mask or cfg["recon"]["dart"]["mri_tune_mask"]
-    solver_tuning = res / f"recon/mri/tuning/{mask_name}/{cfg['recon']['drift']['mri_solver']}.json"
     K = args.k or json.loads((res / f"recon/{args.modality}/tuning/drift.json").read_text())["n_iter"]
     if args.split == "val":
         problems = validation_problems(res, cfg, args.modality, args.n, solver_tuning=not args.no_solver_tuning)
-    else:
-        volumes = np.load(res / "data/mri/brats/test.npy")[: args.n]
-        mask = np.load(res / f"data/mri/masks/{mask_name}.npy")
-        problems = [(build_problem("mri", mri_problem_config(cfg), volume=v, mask=mask, seed=cfg["seed"] + i,
-                                   solver_tuning=None if args.no_solver_tuning else str(solver_tuning)),
-                     np.asarray(v, np.float32), None) for i, v in enumerate(volumes)]
+    else:  # as the reconstruct_drift_mri rule reads and measures test sample i
+        files = {"volumes": res / "data/mri/brats/test.npy", "mask": res / f"data/mri/masks/{mask_name}.npy"}
+        if not args.no_solver_tuning:
+            files["solver_tuning"] = res / f"recon/mri/tuning/{mask_name}/{cfg['recon']['drift']['mri_solver']}.json"
+        inputs = SimpleNamespace(**files, get=lambda key, default=None: files.get(key, default))
+        n = len(np.load(files["volumes"], mmap_mode="r")) if args.n is None else args.n
+        problems = [load_test_problem(inputs, SimpleNamespace(dataset="brats", sample=str(i), mask=mask_name), "mri",
+                                      mri_problem_config(cfg))[:3] for i in range(n)]
     shape = problems[0][1].shape
     models = load_partition_models(args.models, slices=shape[0], size=shape[1:])
-    n_pool = cfg["recon"]["drift"]["n_candidates"]
     what = mask_name if args.modality == "mri" else "4D-STEM"
-    print(f"{args.split}: {len(problems)} volumes or samples, {what}, pool of {n_pool}, K = {K}", flush=True)
-    twin = None
+    print(f"{args.split}: {len(problems)} volumes or samples, {what}, pool of "
+          f"{cfg['recon']['drift']['n_candidates']}, K = {K}", flush=True)
+    twin = []
     for mean_snr in args.mean_snr:
         start = time.perf_counter()
-        pool = sample_volumes(models, n_pool, tuple(shape), batch_size=cfg["prior"]["generate"]["batch_size"],
-                              seed=drift_pool_seed(cfg), progress=False,
-                              **{**cfg["prior"]["sampling"], "mean_snr": mean_snr})
-        drift, twin_now = [], []
-        for problem, truth, sigma in problems:
-            candidates = problem.transform.decode(pool)  # the prior's [0, 1] to data units, as reconstruct_drift
-            _, rows, _ = run_drift(candidates, problem, truth, modality=args.modality, n_iter=K, sigma=sigma,
-                                   progress=False)
-            drift.append(rows[0]["ssim"])
-            twin_now.append(rows[1]["ssim"])
-        twin = twin or twin_now  # the twin does not use the pool
+        pool = drift_pool(cfg, models, shape, mean_snr=mean_snr)
+        drift, twins = drift_ssims(pool, problems, args.modality, K, twin=not twin)  # the twin does not use the pool
+        twin = twin or twins
         print(f"mean_snr {mean_snr:g}: DRIFT {np.mean(drift):.4f} ± {np.std(drift):.4f} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
     print(f"physics-only twin: {np.mean(twin):.4f} ± {np.std(twin):.4f}")
-
 
 if __name__ == "__main__":
     main()

@@ -128,24 +128,41 @@ def score(args, cfg: dict) -> None:
                 print("  " + drift_line(cfg, res, modality, models, args.n_val, truths.shape[1:]), flush=True)
 
 
-def drift_line(cfg: dict, res: Path, modality: str, models, n_val: int, shape) -> str:
-    """DRIFT and its twin on the first n_val validation problems, from a pool these models draw."""
+def drift_pool(cfg: dict, models, shape, **sampling) -> np.ndarray:
+    """The drift_candidates rule's pool (its seed, recon.drift.n_candidates volumes, the config's
+    prior.sampling with `sampling` overriding it), in the prior's [0, 1]."""
     from physdiff.config import drift_pool_seed
     from physdiff.models.sampling import sample_volumes
-    from physdiff.recon.run_prior import run_drift, validation_problems
 
-    sampling, n = cfg["prior"]["sampling"], cfg["recon"]["drift"]["n_candidates"]
-    pool = sample_volumes(models, n, tuple(shape), batch_size=cfg["prior"]["generate"]["batch_size"],
-                          seed=drift_pool_seed(cfg), progress=False, **sampling)
+    return sample_volumes(models, cfg["recon"]["drift"]["n_candidates"], tuple(shape),
+                          batch_size=cfg["prior"]["generate"]["batch_size"], seed=drift_pool_seed(cfg),
+                          progress=False, **{**cfg["prior"]["sampling"], **sampling})
+
+
+def drift_ssims(pool: np.ndarray, problems, modality: str, n_iter: int, *, twin: bool = True) -> tuple[list, list]:
+    """SSIM of DRIFT from `pool` (decoded to data units, as reconstruct_drift does) on each
+    (problem, truth, sigma), and of its physics-only twin unless `twin` is False."""
+    from physdiff.recon.drift import drift, physics_only
+    from physdiff.recon.run_prior import score
+
+    refined, twins = [], []
+    for problem, truth, sigma in problems:
+        volume = drift(problem.transform.decode(pool), problem, n_iter=n_iter, progress=False).volume
+        refined.append(score(modality, volume, truth, sigma)["ssim"])
+        if twin:
+            twins.append(score(modality, physics_only(problem, n_iter=n_iter).volume, truth, sigma)["ssim"])
+    return refined, twins
+
+
+def drift_line(cfg: dict, res: Path, modality: str, models, n_val: int, shape) -> str:
+    """DRIFT and its twin on the first n_val validation problems, from a pool these models draw."""
+    from physdiff.recon.run_prior import validation_problems
+
     K = json.loads((res / f"recon/{modality}/tuning/drift.json").read_text())["n_iter"]
-    drift, twin = [], []
-    for problem, truth, sigma in validation_problems(res, cfg, modality, n_val, solver_tuning=True):  # tune_drift's
-        candidates = problem.transform.decode(pool)  # the prior's [0, 1] to data units, as reconstruct_drift
-        _, rows, _ = run_drift(candidates, problem, truth, modality=modality, n_iter=K, sigma=sigma, progress=False)
-        drift.append(rows[0]["ssim"])
-        twin.append(rows[1]["ssim"])
-    return (f"DRIFT (pool of {n}, K = {K}): validation SSIM {np.mean(drift):.4f} ± {np.std(drift):.4f}, "
-            f"twin {np.mean(twin):.4f} ± {np.std(twin):.4f}")
+    problems = validation_problems(res, cfg, modality, n_val, solver_tuning=True)  # tune_drift's
+    drift, twin = drift_ssims(drift_pool(cfg, models, shape), problems, modality, K)
+    return (f"DRIFT (pool of {cfg['recon']['drift']['n_candidates']}, K = {K}): validation SSIM "
+            f"{np.mean(drift):.4f} ± {np.std(drift):.4f}, twin {np.mean(twin):.4f} ± {np.std(twin):.4f}")
 
 
 def main() -> None:

@@ -7,7 +7,9 @@ Prints one row per set of volumes (the real test volumes first):
   * slice difference: mean |x[s+1] - x[s]| over neighbouring slices;
   * seam ratio (physdiff.metrics.seams) at the boundaries of G partitions (real volumes ~1);
   * spread: the per-voxel standard deviation across the set's volumes, averaged (how much the
-    volumes differ from one another; a sampler that leans on the training mean lowers it).
+    volumes differ from one another; a sampler that leans on the training mean lowers it);
+  * Bragg share (physdiff.metrics.lattice): the power of each volume's projection in its
+    strongest 1 % of Fourier bins, averaged; about 1 for atomic columns on a lattice (4D-STEM).
 
 Volumes come from .npy files (N, S, H, W) in [0, 1] (--generated), or are sampled here from
 partition model files (--models, once per --seam mode and --mean-snr value). With --i3d (the
@@ -16,6 +18,8 @@ JEDi (I3D features) of every set against the real one, with table3's bootstrap i
 
 Example: python benchmarks/prior_quality.py --real results/data/mri/brats/test.npy \\
              --models results/prior/mri/G2/g0/model.pt results/prior/mri/G2/g1/model.pt --seam none overlap
+         python benchmarks/prior_quality.py --real results/prior/stem/val.npy \\
+             --models results/prior/stem/G2/g0/model.pt results/prior/stem/G2/g1/model.pt --seam plateau --mean-snr 0.02
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import time
 import numpy as np
 import torch
 
+from physdiff.metrics.lattice import bragg_power_share
 from physdiff.metrics.seams import partition_boundaries, seam_ratio, slice_differences
 
 BINS = np.linspace(0.0, 1.0, 65)
@@ -49,7 +54,8 @@ def quality_row(name: str, volumes: np.ndarray, real: np.ndarray, partitions: in
     """One markdown row of the measures above for `volumes` against `real`."""
     bounds = partition_boundaries(volumes.shape[1], partitions)
     return (f"| {name} | {len(volumes)} | {background(volumes):.4f} | {histogram_distance(volumes, real):.3f} | "
-            f"{slice_differences(volumes).mean():.4f} | {seam_ratio(volumes, bounds):.2f} | {spread(volumes):.4f} |")
+            f"{slice_differences(volumes).mean():.4f} | {seam_ratio(volumes, bounds):.2f} | {spread(volumes):.4f} | "
+            f"{np.nanmean(bragg_power_share(volumes)):.3f} |")
 
 
 def spread(volumes: np.ndarray) -> float:
@@ -80,8 +86,9 @@ def main() -> None:
     real = np.load(args.real).astype(np.float32)
     G = args.partitions or len(args.models) or 2
     print(f"G = {G}, boundaries {partition_boundaries(real.shape[1], G)} of S = {real.shape[1]}")
-    print("| volumes | N | background (4x4 corners) | histogram distance to real | slice difference | seam ratio | spread |")
-    print("|---|---|---|---|---|---|---|")
+    print("| volumes | N | background (4x4 corners) | histogram distance to real | slice difference | seam ratio | spread "
+          "| Bragg share |")
+    print("|---|---|---|---|---|---|---|---|")
     print(quality_row(f"real ({args.real})", real, real, G), flush=True)
     sets = {}
     for path in args.generated:

@@ -298,3 +298,26 @@ def test_model_files_carry_the_training_mean_and_bad_ones_are_named(tmp_path):
     torch.save(state, tmp_path / "nan.pt")
     with pytest.raises(InputError, match="nan.pt: 'data_mean'"):
         load_model(tmp_path / "nan.pt")
+
+
+def test_periodic_partitions_pad_circularly_shift_slabs_and_keep_one_mean_level_per_slice(tmp_path):
+    from physdiff.models.train import train_partition, training_mean
+
+    volumes, val = _blobs(n=6, s=4), _blobs(n=2, s=4, seed=1)
+    train_cfg = {"steps": 2, "batch_size": 2, "channels_last": False, "cpu_bf16": False, "val_every": 2,
+                 "lr": 1e-3, "grad_accum": 1, "ema_decay": 0.9, "ema_update_every": 1, "warmup_steps": 1,
+                 "augment_flips": True, "checkpoint_every_s": 300.0}
+    kw = dict(G=1, g=0, model_cfg=TINY, train_cfg=train_cfg, augment={}, seed=5, checkpoint_path=None, progress=False)
+    periodic, plain = train_partition(volumes, val, periodic=True, **kw), train_partition(volumes, val, **kw)
+    assert periodic.config["model"]["padding"] == "circular" and periodic.config["augment_rolls"] is True
+    assert plain.config["model"]["padding"] == "zeros" and "augment_rolls" not in plain.config
+    assert periodic.loss_history != plain.loss_history  # the shifted slabs are what it trained on
+    # every lateral shift of the training slabs is a training slab: the mean is flat in H and W
+    per_slice = volumes.mean(axis=(0, 2, 3))
+    np.testing.assert_allclose(periodic.data_mean, np.broadcast_to(per_slice[:, None, None], (4, 16, 16)), atol=1e-6)
+    np.testing.assert_allclose(training_mean(volumes, flips=False, rolls=True).mean(axis=(1, 2)), per_slice, atol=1e-6)
+    save_model(tmp_path / "model.pt", periodic)
+    model, _ = load_model(tmp_path / "model.pt")
+    assert model.init_conv.padding_mode == "circular"
+    for p, q in zip(model.state_dict().values(), periodic.ema_model.state_dict().values()):
+        assert torch.equal(p, q.cpu())

@@ -115,3 +115,29 @@ def test_cpu_bf16_attention_matches_float64_reference(length):
     torch.testing.assert_close(out.double(), ref, rtol=0, atol=0.02)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g.double(), r, rtol=0, atol=0.05 * r.abs().max().item())
+
+
+def _randomised(model):
+    """Give every weight a random value: a fresh U-Net zeroes its residual branches and last conv."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+def test_circular_padding_makes_the_unet_shift_equivariant_on_the_torus():
+    # dim_mults (1, 2, 4): two stride-2 downsamplings, so shifts by multiples of 4 pixels commute
+    # with the network exactly when every conv wraps around; zero padding sees the border.
+    x, t = torch.randn(2, 1, 3, 16, 16, generator=torch.Generator().manual_seed(1)), torch.tensor([10, 700])
+    shift = ((4, 8), (-2, -1))
+    cfg = {**TINY, "dim_mults": (1, 2, 4), "attn_resolutions": (8,)}
+    periodic = _randomised(build_unet({**cfg, "padding": "circular"})).eval()
+    with torch.no_grad():
+        y = periodic(x, t)
+        assert torch.allclose(periodic(torch.roll(x, *shift), t), torch.roll(y, *shift), atol=1e-5)
+        assert y.abs().mean() > 0.05
+        plain = _randomised(build_unet(cfg)).eval()
+        assert not torch.allclose(plain(torch.roll(x, *shift), t), torch.roll(plain(x, t), *shift), atol=1e-2)
+    with pytest.raises(ConfigError, match="model.padding"):
+        build_unet({**TINY, "padding": "reflect"})

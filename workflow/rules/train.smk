@@ -56,6 +56,7 @@ rule train_prior:
         model=config["prior"]["model"],
         train=config["prior"]["train"],
         augment=lambda wc: config["prior"]["augment"][wc.modality],
+        periodic=lambda wc: config["prior"]["periodic"][wc.modality],
         seed=config["seed"],
     threads: 1
     resources:

@@ -95,9 +95,10 @@ def data_fingerprint(array: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def training_mean(data: np.ndarray, *, flips: bool = True) -> np.ndarray:
+def training_mean(data: np.ndarray, *, flips: bool = True, rolls: bool = False) -> np.ndarray:
     """Mean slab (S_g, H, W) of the training slabs (N, S_g, H, W) in [0, 1], float32; with
-    `flips` also of their mirror images along W, as `augment_flips` trains on them.
+    `flips` also of their mirror images along W, as `augment_flips` trains on them, and with
+    `rolls` of all their lateral circular shifts (`augment_rolls`): one level per slice.
 
     The reverse loop takes it as x0 where the noise hides all signal (`reverse_diffusion`'s
     `mean_snr`): E[x0 | x_t] is the data mean there, while an eps network's x0 is its error
@@ -105,7 +106,9 @@ def training_mean(data: np.ndarray, *, flips: bool = True) -> np.ndarray:
     mean = np.asarray(data, np.float64).mean(axis=0)
     if flips:
         mean = 0.5 * (mean + mean[..., ::-1])
-    return mean.astype(np.float32)
+    if rolls:
+        mean = np.broadcast_to(mean.mean(axis=(-2, -1), keepdims=True), mean.shape)
+    return np.ascontiguousarray(mean, np.float32)
 
 
 def _plain(obj):
@@ -186,7 +189,8 @@ def validation_loss(model: nn.Module, val: np.ndarray | torch.Tensor, *, timeste
 
 def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: int = 4, lr: float = 1e-4,
                 grad_accum: int = 2, ema_decay: float = 0.995, ema_update_every: int = 1,
-                warmup_steps: int = 100, augment_flips: bool = True, channels_last: bool = False,
+                warmup_steps: int = 100, augment_flips: bool = True, augment_rolls: bool = False,
+                channels_last: bool = False,
                 cpu_bf16: bool | str = False,
                 checkpoint_path: str | os.PathLike | None = None, checkpoint_every_s: float = 300.0,
                 seed: int = 0, device: str | None = None, progress: bool = True, log_every: int = 10,
@@ -196,7 +200,9 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
     """Train an eps- (or v-) prediction prior on slabs `data` (N, S_g, H, W), float32 in [0, 1].
 
     One step = `grad_accum` micro-batches of `batch_size`, then Adam with lr * min(1, step /
-    warmup_steps). `augment_flips` mirrors slabs along W at random; `cpu_bf16` runs the forward
+    warmup_steps). `augment_flips` mirrors slabs along W at random; `augment_rolls` shifts each slab
+    circularly by a random offset in H and W, which only periodic data (a supercell's potential)
+    allow; `cpu_bf16` runs the forward
     under bf16 autocast on the CPU too (on CUDA it always does); "auto" does so only where the
     CPU has native bf16 (`use_bf16`). If `checkpoint_path`
     exists the run resumes from it (same config and data required, else ConfigError); it is
@@ -230,6 +236,7 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                      "grad_accum": grad_accum, "ema_decay": ema_decay, "ema_update_every": ema_update_every,
                      "warmup_steps": warmup_steps, "augment_flips": augment_flips, "seed": seed, "timesteps": 1000,
                      "cpu_bf16": cpu_bf16, **({"augment": aug.as_dict()} if aug.active else {}),
+                     **({"augment_rolls": True} if augment_rolls else {}),
                      **({"min_snr_gamma": float(min_snr_gamma)} if min_snr_gamma is not None else {}),
                      **({"prediction": prediction} if prediction != "eps" else {})})
     fingerprint = data_fingerprint(data.astype(np.float32))
@@ -301,6 +308,10 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                 if augment_flips:
                     flip = (torch.rand(batch_size, generator=gen) < 0.5).to(dev)
                     x0 = torch.where(flip[:, None, None, None, None], x0.flip(-1), x0)
+                if augment_rolls:
+                    shifts = torch.randint(0, 1 << 30, (batch_size, 2), generator=gen).tolist()
+                    x0 = torch.stack([torch.roll(x, (dy % x.shape[-2], dx % x.shape[-1]), (-2, -1))
+                                      for x, (dy, dx) in zip(x0, shifts)])
                 x0 = x0.contiguous(memory_format=fmt)
                 with autocast:
                     loss = diffusion.loss(model, x0, generator=gen, min_snr_gamma=min_snr_gamma,
@@ -335,27 +346,31 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
     return TrainResult(model=model, ema_model=ema.ema_model, config=config, data_fingerprint=fingerprint,
                        step=step, loss_history=history, val_history=val_history,
                        val_timesteps=tuple(val_timesteps), seconds=elapsed, resumed_from=resumed_from,
-                       total_seconds=seconds_before + elapsed, data_mean=training_mean(data, flips=augment_flips))
+                       total_seconds=seconds_before + elapsed,
+                       data_mean=training_mean(data, flips=augment_flips, rolls=augment_rolls))
 
 
 def train_partition(volumes: np.ndarray, val: np.ndarray, *, G: int, g: int, model_cfg: dict, train_cfg: dict,
                     augment: dict, seed: int, checkpoint_path: str | os.PathLike | None, steps: int | None = None,
-                    **kwargs) -> TrainResult:
+                    periodic: bool = False, **kwargs) -> TrainResult:
     """`train_prior` on partition g of G of `volumes` (N, S, H, W) with the config's `prior.model`,
     `prior.train` and `prior.augment.<modality>` sections, as the pipeline's train_prior rule runs
     it: slab g of the training and validation volumes, seed `seed + 1000 G + g`. `steps`
-    overrides `train_cfg["steps"]`; `kwargs` go to `train_prior` (device, progress)."""
+    overrides `train_cfg["steps"]`. `periodic` (`prior.periodic.<modality>`) marks slices that wrap
+    around laterally, as a periodic supercell's potential does: the U-Net pads circularly and
+    training shifts slabs at random (`augment_rolls`). `kwargs` go to `train_prior` (device, progress)."""
     if val.shape[1:] != volumes.shape[1:]:
         raise InputError(f"validation volumes {val.shape[1:]} differ from the training volumes {volumes.shape[1:]}")
     lo, hi = partition_bounds(volumes.shape[1], G)[g]
     tr = train_cfg
     return train_prior(
-        volumes[:, lo:hi], model_cfg={**model_cfg, "image_size": int(volumes.shape[-2])},
+        volumes[:, lo:hi], model_cfg={**model_cfg, "image_size": int(volumes.shape[-2]),
+                                      **({"padding": "circular"} if periodic else {})},
         steps=tr["steps"] if steps is None else steps, batch_size=tr["batch_size"], channels_last=tr["channels_last"],
         cpu_bf16=tr["cpu_bf16"], val_data=val[:, lo:hi], val_every=tr["val_every"], lr=tr["lr"],
         grad_accum=tr["grad_accum"], ema_decay=tr["ema_decay"], ema_update_every=tr["ema_update_every"],
         warmup_steps=tr["warmup_steps"], augment=dict(augment), augment_flips=tr["augment_flips"],
-        checkpoint_path=checkpoint_path, checkpoint_every_s=tr["checkpoint_every_s"], seed=seed + 1000 * G + g,
+        augment_rolls=periodic, checkpoint_path=checkpoint_path, checkpoint_every_s=tr["checkpoint_every_s"], seed=seed + 1000 * G + g,
         min_snr_gamma=tr.get("min_snr_gamma"), prediction=tr.get("prediction", "eps"), **kwargs)
 
 

@@ -35,13 +35,19 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "groups": 8,
     "image_size": None,
     "upsample": "conv_first",
+    "padding": "zeros",
 }
 UPSAMPLE = ("conv_first", "interpolate_first")
+PADDING = ("zeros", "circular")
 
 
-def _conv(c_in: int, c_out: int, **kw) -> nn.Conv3d:
-    """Per-slice 2D convolution written as a Conv3d with kernel (1, 3, 3)."""
-    return nn.Conv3d(c_in, c_out, (1, 3, 3), padding=(0, 1, 1), **kw)
+def _conv(c_in: int, c_out: int, padding_mode: str = "zeros", **kw) -> nn.Conv3d:
+    """Per-slice 2D convolution written as a Conv3d with kernel (1, 3, 3).
+
+    padding_mode "circular" wraps each slice around in H and W: the field of view is then a torus,
+    as a periodic supercell's potential is (4D-STEM), and no pixel knows where the border is.
+    """
+    return nn.Conv3d(c_in, c_out, (1, 3, 3), padding=(0, 1, 1), padding_mode=padding_mode, **kw)
 
 
 def _zero(module: nn.Module) -> nn.Module:
@@ -78,14 +84,14 @@ def rotary(x: torch.Tensor) -> torch.Tensor:
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv twice, with the timestep embedding as a scale and shift."""
 
-    def __init__(self, c_in: int, c_out: int, *, emb_dim: int, groups: int, dropout: float):
+    def __init__(self, c_in: int, c_out: int, *, emb_dim: int, groups: int, dropout: float, padding: str = "zeros"):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, c_in)
-        self.conv1 = _conv(c_in, c_out)
+        self.conv1 = _conv(c_in, c_out, padding)
         self.emb = nn.Linear(emb_dim, 2 * c_out)
         self.norm2 = nn.GroupNorm(groups, c_out)
         self.drop = nn.Dropout(dropout)
-        self.conv2 = _zero(_conv(c_out, c_out))
+        self.conv2 = _zero(_conv(c_out, c_out, padding))
         self.skip = nn.Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -173,7 +179,11 @@ def _final_conv(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     """
     b, c, s, h, w = x.shape
     frames = x.transpose(1, 2).reshape(b * s, c, h, w).contiguous(memory_format=torch.channels_last)
-    y = F.conv2d(frames, conv.weight.squeeze(2), conv.bias, padding=1)  # (b*s, c_out, h, w)
+    if conv.padding_mode == "circular":
+        frames, pad = F.pad(frames, (1, 1, 1, 1), mode="circular"), 0
+    else:
+        pad = 1
+    y = F.conv2d(frames, conv.weight.squeeze(2), conv.bias, padding=pad)  # (b*s, c_out, h, w)
     return y.reshape(b, s, -1, h, w).transpose(1, 2).contiguous()
 
 
@@ -182,7 +192,7 @@ class Level(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, *, n_blocks: int, spatial: bool, temporal: bool, cfg: dict):
         super().__init__()
-        kw = dict(emb_dim=cfg["emb_dim"], groups=cfg["groups"], dropout=cfg["dropout"])
+        kw = dict(emb_dim=cfg["emb_dim"], groups=cfg["groups"], dropout=cfg["dropout"], padding=cfg["padding"])
         self.blocks = nn.ModuleList(ResBlock(c_in if i == 0 else c_out, c_out, **kw) for i in range(n_blocks))
         akw = dict(heads=cfg["heads"], head_dim=cfg["head_dim"], groups=cfg["groups"])
         self.spatial = Attention(c_out, axis="spatial", **akw) if spatial else nn.Identity()
@@ -194,7 +204,8 @@ class VideoUNet(nn.Module):
 
     def __init__(self, *, dim: int = 16, dim_mults=(1, 2, 4), res_blocks: int = 1, attn_resolutions=(16,),
                  temporal_attn: bool = True, temporal_attn_resolutions=None, heads: int = 4, head_dim: int = 16, dropout: float = 0.0,
-                 groups: int = 8, channels: int = 1, image_size: int | None = None, upsample: str = "conv_first"):
+                 groups: int = 8, channels: int = 1, image_size: int | None = None, upsample: str = "conv_first",
+                 padding: str = "zeros"):
         super().__init__()
         chs = [dim * int(m) for m in dim_mults]
         if dim < 1 or not chs or res_blocks < 1:
@@ -204,6 +215,8 @@ class VideoUNet(nn.Module):
             raise ConfigError(f"model.groups={groups} must divide every channel count; {bad} are not divisible")
         if upsample not in UPSAMPLE:
             raise ConfigError(f"model.upsample must be one of {UPSAMPLE}, got {upsample!r}")
+        if padding not in PADDING:
+            raise ConfigError(f"model.padding must be one of {PADDING}, got {padding!r}")
         self.levels, self.attn_resolutions = len(chs), {int(r) for r in attn_resolutions}
         self.temporal_sizes = None if temporal_attn_resolutions is None else {int(r) for r in temporal_attn_resolutions}
         factor = 2 ** (len(chs) - 1)
@@ -211,10 +224,10 @@ class VideoUNet(nn.Module):
             raise ConfigError(f"model.image_size={image_size} must be a positive multiple of 2^(levels-1) = {factor}")
         self.image_size, self.upsample_mode = None if image_size is None else int(image_size), upsample
         emb_dim = 4 * dim
-        cfg = dict(emb_dim=emb_dim, groups=groups, dropout=dropout, heads=heads, head_dim=head_dim)
+        cfg = dict(emb_dim=emb_dim, groups=groups, dropout=dropout, heads=heads, head_dim=head_dim, padding=padding)
         self.dim = dim
         self.time_mlp = nn.Sequential(nn.Linear(dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.init_conv = _conv(channels, dim)
+        self.init_conv = _conv(channels, dim, padding)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
         self.up = nn.ModuleList()
@@ -233,15 +246,16 @@ class VideoUNet(nn.Module):
         for i, c in enumerate(chs):
             self.down.append(Level(c_prev, c, n_blocks=res_blocks, spatial=spatial(i), temporal=temporal(i), cfg=cfg))
             last = i == len(chs) - 1
-            self.downsample.append(nn.Identity() if last else nn.Conv3d(c, c, (1, 3, 3), (1, 2, 2), (0, 1, 1)))
+            self.downsample.append(nn.Identity() if last else nn.Conv3d(c, c, (1, 3, 3), (1, 2, 2), (0, 1, 1),
+                                                                        padding_mode=padding))
             c_prev = c
-        self.mid1 = ResBlock(chs[-1], chs[-1], emb_dim=emb_dim, groups=groups, dropout=dropout)
+        self.mid1 = ResBlock(chs[-1], chs[-1], emb_dim=emb_dim, groups=groups, dropout=dropout, padding=padding)
         last = len(chs) - 1
         self.mid_attn = Level(chs[-1], chs[-1], n_blocks=1, spatial=spatial(last), temporal=temporal(last), cfg=cfg)
         for i in reversed(range(len(chs))):
             self.up.append(Level(2 * chs[i], chs[i], n_blocks=res_blocks, spatial=spatial(i), temporal=temporal(i), cfg=cfg))
-            self.upsample.append(nn.Identity() if i == 0 else _conv(chs[i], chs[i - 1]))
-        self.final = nn.Sequential(nn.GroupNorm(groups, chs[0]), nn.SiLU(), _zero(_conv(chs[0], channels)))
+            self.upsample.append(nn.Identity() if i == 0 else _conv(chs[i], chs[i - 1], padding))
+        self.final = nn.Sequential(nn.GroupNorm(groups, chs[0]), nn.SiLU(), _zero(_conv(chs[0], channels, padding)))
 
     def _level(self, level: Level, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         for block in level.blocks:

@@ -41,13 +41,29 @@ UPSAMPLE = ("conv_first", "interpolate_first")
 PADDING = ("zeros", "circular")
 
 
-def _conv(c_in: int, c_out: int, padding_mode: str = "zeros", **kw) -> nn.Conv3d:
-    """Per-slice 2D convolution written as a Conv3d with kernel (1, 3, 3).
+def _wrap(x: torch.Tensor) -> torch.Tensor:
+    """Pad the last two axes by one pixel taken from the opposite edge (periodic boundary).
 
-    padding_mode "circular" wraps each slice around in H and W: the field of view is then a torus,
+    Two concatenations: the backward of F.pad's circular mode cost a 3x3 conv about 55 % more
+    time on the CPU, this about 10 % (a (4, 16, 4, 64, 64) map, one thread)."""
+    x = torch.cat([x[..., -1:, :], x, x[..., :1, :]], dim=-2)
+    return torch.cat([x[..., -1:], x, x[..., :1]], dim=-1)
+
+
+class PeriodicConv3d(nn.Conv3d):
+    """A (1, k, k) convolution whose slices wrap around in H and W: the field of view is a torus,
     as a periodic supercell's potential is (4D-STEM), and no pixel knows where the border is.
-    """
-    return nn.Conv3d(c_in, c_out, (1, 3, 3), padding=(0, 1, 1), padding_mode=padding_mode, **kw)
+    Same parameters as nn.Conv3d, so weights move between the two."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv3d(_wrap(x), self.weight, self.bias, self.stride)
+
+
+def _conv(c_in: int, c_out: int, padding: str = "zeros", stride=1) -> nn.Conv3d:
+    """Per-slice 2D convolution written as a Conv3d with kernel (1, 3, 3), zero or periodic padding."""
+    if padding == "circular":
+        return PeriodicConv3d(c_in, c_out, (1, 3, 3), stride)
+    return nn.Conv3d(c_in, c_out, (1, 3, 3), stride, padding=(0, 1, 1))
 
 
 def _zero(module: nn.Module) -> nn.Module:
@@ -179,11 +195,8 @@ def _final_conv(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     """
     b, c, s, h, w = x.shape
     frames = x.transpose(1, 2).reshape(b * s, c, h, w).contiguous(memory_format=torch.channels_last)
-    if conv.padding_mode == "circular":
-        frames, pad = F.pad(frames, (1, 1, 1, 1), mode="circular"), 0
-    else:
-        pad = 1
-    y = F.conv2d(frames, conv.weight.squeeze(2), conv.bias, padding=pad)  # (b*s, c_out, h, w)
+    periodic = isinstance(conv, PeriodicConv3d)
+    y = F.conv2d(_wrap(frames) if periodic else frames, conv.weight.squeeze(2), conv.bias, padding=0 if periodic else 1)  # (b*s, c_out, h, w)
     return y.reshape(b, s, -1, h, w).transpose(1, 2).contiguous()
 
 
@@ -246,8 +259,7 @@ class VideoUNet(nn.Module):
         for i, c in enumerate(chs):
             self.down.append(Level(c_prev, c, n_blocks=res_blocks, spatial=spatial(i), temporal=temporal(i), cfg=cfg))
             last = i == len(chs) - 1
-            self.downsample.append(nn.Identity() if last else nn.Conv3d(c, c, (1, 3, 3), (1, 2, 2), (0, 1, 1),
-                                                                        padding_mode=padding))
+            self.downsample.append(nn.Identity() if last else _conv(c, c, padding, stride=(1, 2, 2)))
             c_prev = c
         self.mid1 = ResBlock(chs[-1], chs[-1], emb_dim=emb_dim, groups=groups, dropout=dropout, padding=padding)
         last = len(chs) - 1

@@ -238,3 +238,35 @@ def test_validation_problems_measure_the_volumes_as_tune_dart_does(tmp_path):
                                                          seed=pc["seed"] + i).y)
     with pytest.raises(ConfigError, match="modality"):
         validation_problems(tmp_path, cfg, "ct")
+
+
+def test_on_a_periodic_scan_a_shifted_potential_rolls_its_bright_field(copt3):  # noqa: F811
+    # the premise of STEMProblem.align, checked against the multislice model itself
+    geometry, truth, intensities, _ = copt3
+    problem = STEMProblem(intensities, geometry, PowerTransform(float(truth.max())), device="cpu")
+    assert problem.periodic_scan()  # 12 positions of 4 pixels tile the 48-pixel cell
+    v = truth.numpy()
+    rolled = problem.simulate_observed(np.roll(v, (4, 8), axis=(1, 2)))
+    np.testing.assert_allclose(rolled, np.roll(problem.observed(), (1, 2), axis=(0, 1)), rtol=1e-4, atol=1e-6)
+
+
+def test_stem_drift_finds_the_lateral_shift_of_a_displaced_candidate(copt3):  # noqa: F811
+    from physdiff.recon.problems import shift_periodic
+
+    geometry, truth, intensities, _ = copt3
+    v = truth.numpy()
+    # 2 and 3 scan steps (8 and 12 pixels): whole pixels; 1.5 steps: a Fourier shift by 6 pixels is whole too,
+    # so also move by 2.5 pixels off the scan grid and expect the nearest grid shift back
+    displaced = np.stack([np.roll(v, (8, 12), axis=(1, 2)), shift_periodic(v, (-2.5, 0.0), nonnegative=True)])
+    plain = STEMProblem(intensities, geometry, PowerTransform(float(truth.max())), device="cpu")
+    aligned = STEMProblem(intensities, geometry, PowerTransform(float(truth.max())), device="cpu", align_candidates=True)
+    before = drift(displaced, plain, n_iter=0, progress=False)
+    after = drift(displaced, aligned, n_iter=0, progress=False)
+    assert after.best == 0 and after.scores[0] == pytest.approx(1.0, abs=1e-4)
+    np.testing.assert_array_equal(after.volume, v)
+    assert max(before.scores) < 0.9
+    assert after.scores[1] > before.scores[1]  # half a pixel off: better than 2.5 pixels, not exact
+    # sub-pixel shifts interpolate (lossy near Nyquist for these sharp columns) and keep the mean
+    moved = shift_periodic(v, (1.5, -0.25))
+    np.testing.assert_allclose(moved.mean(axis=(1, 2)), v.mean(axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(shift_periodic(moved, (-1.5, 0.25)), v, atol=0.05 * v.max())

@@ -174,7 +174,7 @@ def stem_problem_config(cfg: dict) -> dict:
     rc = cfg["recon"]
     solver = rc["drift"]["stem_solver"]
     return {"k": rc["dart"]["stem_k"], "sparsity": rc["dart"]["stem_sparsity"], "loss": rc["stem"]["loss"],
-            "solver": solver, "solver_params": rc["stem"][solver]}
+            "solver": solver, "solver_params": rc["stem"][solver], "align": rc["drift"]["stem_align"]}
 
 
 def drift_pool_seed(cfg: dict) -> int:

@@ -44,6 +44,9 @@ def drift(candidates: np.ndarray, problem, *, n_iter: int, progress: bool = True
     if n_iter < 0:
         raise ConfigError(f"recon.drift.n_iter must be >= 0, got {n_iter}")
     start = time.perf_counter()
+    if getattr(problem, "align_candidates", False):  # ours: each candidate at its best lateral shift
+        candidates = np.stack([problem.align(c) for c in tqdm(candidates, desc="DRIFT shifts", disable=not progress,
+                                                                leave=False)])
     scores = [problem.score(c) for c in tqdm(candidates, desc="DRIFT scores", disable=not progress, leave=False)]
     best = int(np.argmax(scores))
     volume = problem.solve(candidates[best], n_iter) if n_iter else candidates[best]

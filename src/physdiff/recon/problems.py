@@ -38,6 +38,23 @@ from physdiff.recon.stem_baselines import sparse_decomposition, three_pie, torch
 STEM_SOLVERS = {"sparse_decomposition": sparse_decomposition, "torchslice": torchslice, "three_pie": three_pie}
 
 
+def shift_periodic(v: np.ndarray, shift: tuple[float, float], *, nonnegative: bool = False) -> np.ndarray:
+    """v (..., H, W) moved by `shift` pixels along (H, W) with periodic wrap-around: np.roll for
+    whole pixels, a Fourier shift otherwise (then clipped at 0 if `nonnegative`)."""
+    v = np.asarray(v, np.float32)
+    if all(float(s).is_integer() for s in shift):
+        return np.roll(v, tuple(int(s) for s in shift), axis=(-2, -1))
+    phase = 1.0
+    for axis, s in zip((-2, -1), shift):
+        n = v.shape[axis]
+        factor = np.exp(-2j * np.pi * np.fft.fftfreq(n) * s)
+        if n % 2 == 0:  # the Nyquist bin stands for +-1/2 alike: its real, symmetric factor
+            factor[n // 2] = np.cos(np.pi * s)
+        phase = phase * (factor[:, None] if axis == -2 else factor[None, :])
+    out = np.fft.ifft2(np.fft.fft2(v) * phase).real.astype(np.float32)
+    return np.maximum(out, 0) if nonnegative else out
+
+
 def _ssim_against(image: np.ndarray, observed: np.ndarray) -> float:
     """Mean 2D SSIM of `image` against `observed` ((S, H, W) or (H, W)), range from `observed`."""
     image, observed = np.asarray(image, np.float64), np.asarray(observed, np.float64)
@@ -134,7 +151,8 @@ class STEMProblem:
     def __init__(self, intensities: Any, geometry: MultisliceGeometry, transform: PowerTransform, *, k: int = 1,
                  sparsity: float = 0.0,
                  positivity: bool = True, form: str = "amplitude", solver: str = "sparse_decomposition",
-                 solver_params: dict | None = None, device=None, batch_size: int = 16):
+                 solver_params: dict | None = None, device=None, batch_size: int = 16,
+                 align_candidates: bool = False):
         if k < 1:
             raise ConfigError(f"recon.dart.stem_k: at least one physics step per reverse step, got {k}")
         if solver not in STEM_SOLVERS:
@@ -146,6 +164,7 @@ class STEMProblem:
         self.transform, self.k, self.sparsity, self.positivity = transform, int(k), float(sparsity), positivity
         self.form, self.batch_size = form, batch_size
         self.solver, self.solver_params = solver, dict(solver_params or {})
+        self.align_candidates = bool(align_candidates) and self.periodic_scan()
         self.shape = (self.geometry.n_slices, *self.geometry.gpts)
         self.eta: float | None = None  # warm-started across reverse steps
         self.last_info: dict = {}
@@ -197,6 +216,35 @@ class STEMProblem:
 
     def naive_start(self) -> np.ndarray:
         return np.zeros(self.shape, np.float32)
+
+    def periodic_scan(self) -> bool:
+        """Whether the scan grid tiles the periodic cell: it starts at pixel 0 and n steps span the
+        extent on both axes. Then shifting the potential by one scan step rolls its bright field
+        by one scan position."""
+        pos, g = self.geometry.positions, self.geometry
+        for axis in (0, 1):
+            n = pos.shape[axis]
+            step = (pos[1, 0, 0] - pos[0, 0, 0]) if axis == 0 else (pos[0, 1, 1] - pos[0, 0, 1])
+            if n < 2 or not np.isclose(step * n, g.gpts[axis] * g.sampling[axis], rtol=1e-4):
+                return False
+        return bool(np.allclose(pos[0, 0], 0.0))
+
+    def align(self, v: Any) -> np.ndarray:
+        """The lateral circular shift of v (S, H, W) whose bright field best matches the measured one.
+
+        For a periodic cell scanned on a grid that tiles it (`periodic_scan`), shifting v by one
+        scan step rolls its bright field by one position, so one forward simulation scores every
+        shift on the scan grid; the best is applied to v as a Fourier shift (exact for a whole
+        number of pixels). A translation-invariant prior (`prior.periodic`) draws every shift of
+        a sample as likely as the sample itself, so this picks among more draws, not fewer.
+        """
+        v = np.asarray(v, np.float32)
+        bf, observed = self.simulate_observed(v), self.observed()
+        ny, nx = bf.shape
+        shifts = [(a, b) for a in range(ny) for b in range(nx)]
+        scores = [_ssim_against(np.roll(bf, s, axis=(0, 1)), observed) for s in shifts]
+        a, b = shifts[int(np.argmax(scores))]
+        return shift_periodic(v, (a * v.shape[-2] / ny, b * v.shape[-1] / nx), nonnegative=self.positivity)
 
     def solve(self, start: Any, n_iter: int) -> np.ndarray:
         """`n_iter` iterations of the configured 4D-STEM solver (Eq. 5 steps by default) from `start`."""

@@ -176,7 +176,8 @@ def build_problem(modality: str, cfg: dict, *, volume=None, mask=None, seed: int
     tuned = json.loads(Path(solver_tuning).read_text()) if solver_tuning else None
     params = stem_params(cfg["solver"], cfg["solver_params"], tuned)
     return stem_problem(sample, transform, k=cfg["k"], sparsity=cfg["sparsity"], form=cfg["loss"],
-                        solver=cfg["solver"], solver_params=params, device=device)
+                        solver=cfg["solver"], solver_params=params, device=device,
+                        align_candidates=cfg.get("align", False))
 
 
 def load_test_problem(inputs, wildcards, modality: str, cfg: dict):

@@ -38,6 +38,7 @@ from physdiff.config import validate_config
 
 def train_one(modality: str, G: int, g: int, steps: list[int], data: str, val: str, cfg: dict, out: str,
               budget_s: float, device: str) -> None:
+    from physdiff.config import prior_model_config
     from physdiff.models.train import save_model, train_partition
 
     torch.set_num_threads(1)
@@ -49,7 +50,7 @@ def train_one(modality: str, G: int, g: int, steps: list[int], data: str, val: s
         if time.perf_counter() - start > budget_s:
             print(f"{modality} g{g}: budget spent, {n} steps not started", flush=True)
             break
-        result = train_partition(volumes, val_volumes, G=G, g=g, model_cfg=cfg["prior"]["model"],
+        result = train_partition(volumes, val_volumes, G=G, g=g, model_cfg=prior_model_config(cfg, modality),
                                  train_cfg={**cfg["prior"]["train"], "checkpoint_every_s": 1e9},
                                  augment=cfg["prior"]["augment"][modality], seed=cfg["seed"], checkpoint_path=ckpt,
                                  periodic=cfg["prior"]["periodic"][modality],

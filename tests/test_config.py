@@ -69,3 +69,13 @@ def test_config_readme_documents_every_key():
 def test_every_default_config_key_is_in_the_schema():
     # The default config spells keys out for users; none of them may be a typo the schema ignores.
     validate_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+
+
+def test_only_periodic_modalities_get_circular_padding():
+    from physdiff.config import prior_model_config
+
+    cfg = load_config(ROOT / "config/config.yaml")
+    assert cfg["prior"]["periodic"] == {"mri": False, "stem": True}
+    assert prior_model_config(cfg, "stem") == {**cfg["prior"]["model"], "padding": "circular"}
+    # MRI's is prior.model itself: train_prior's recorded params, and so its models, stay as they were
+    assert prior_model_config(cfg, "mri") is cfg["prior"]["model"]

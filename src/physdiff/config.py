@@ -169,6 +169,14 @@ def mri_problem_config(cfg: dict) -> dict:
             "solver": rc["drift"]["mri_solver"], "wavelet": rc["mri"]["cs_wavelet"], "levels": rc["mri"]["cs_levels"]}
 
 
+def prior_model_config(cfg: dict, modality: str) -> dict:
+    """The U-Net settings of a modality's partition models: `prior.model`, with circular padding
+    where `prior.periodic.<modality>` is set. MRI's dict is `prior.model` itself, so a results
+    folder trained before `prior.periodic` existed keeps its MRI models' recorded params."""
+    model = cfg["prior"]["model"]
+    return {**model, "padding": "circular"} if cfg["prior"]["periodic"][modality] else model
+
+
 def stem_problem_config(cfg: dict) -> dict:
     """What `physdiff.recon.run_prior.build_problem` needs for 4D-STEM, from a validated config."""
     rc = cfg["recon"]

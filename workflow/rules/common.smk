@@ -6,7 +6,7 @@ from snakemake.exceptions import WorkflowError
 # environment, where it is not installed, find it through the symlink workflow/scripts/physdiff,
 # since Snakemake puts each script's folder on sys.path.
 
-from physdiff.config import validate_config, center_fraction, drift_pool_seed, mri_problem_config, stem_problem_config
+from physdiff.config import validate_config, center_fraction, drift_pool_seed, mri_problem_config, prior_model_config, stem_problem_config
 from physdiff.errors import PhysdiffError
 
 try:

@@ -53,10 +53,11 @@ rule train_prior:
     params:
         # Written every few minutes outside the declared outputs; a rerun resumes from it.
         checkpoint="results/checkpoints/{modality}/G{G}/g{g}.pt",
-        model=config["prior"]["model"],
+        # prior.model, with circular padding where prior.periodic marks the modality (its training
+        # then shifts slabs at random too)
+        model=lambda wc: prior_model_config(config, wc.modality),
         train=config["prior"]["train"],
         augment=lambda wc: config["prior"]["augment"][wc.modality],
-        periodic=lambda wc: config["prior"]["periodic"][wc.modality],
         seed=config["seed"],
     threads: 1
     resources:

@@ -19,8 +19,7 @@ def checkpoint_path(smk) -> str:
     step count, which a resumed run may extend) starts afresh instead of meeting a stale file."""
     setting = {k: v for k, v in smk.params.train.items() if k != "steps"}
     key = json.dumps([smk.params.model, setting, smk.params.seed]
-                     + ([smk.params.augment] if IntensityAugment(**smk.params.augment).active else [])
-                     + (["periodic"] if smk.params.periodic else []), sort_keys=True)
+                     + ([smk.params.augment] if IntensityAugment(**smk.params.augment).active else []), sort_keys=True)
     return smk.params.checkpoint.removesuffix(".pt") + f"-{hashlib.sha256(key.encode()).hexdigest()[:10]}.pt"
 
 
@@ -37,7 +36,7 @@ def main(smk):
     log.info("partition %d of %d: slices [%d, %d) of %d training volumes %s", g, G, lo, hi, len(volumes), volumes.shape[1:])
     result = train_partition(volumes, val, G=G, g=g, model_cfg=smk.params.model, train_cfg=smk.params.train,
                              augment=smk.params.augment, seed=smk.params.seed, checkpoint_path=checkpoint_path(smk),
-                             periodic=smk.params.periodic)
+                             periodic=smk.params.model.get("padding") == "circular")
     if result.resumed_from:
         log.info("resumed from the checkpoint at step %d; %.0f s of training in all runs", result.resumed_from,
                  result.total_seconds)

@@ -309,7 +309,8 @@ def test_periodic_partitions_pad_circularly_shift_slabs_and_keep_one_mean_level_
                  "lr": 1e-3, "grad_accum": 1, "ema_decay": 0.9, "ema_update_every": 1, "warmup_steps": 1,
                  "augment_flips": True, "checkpoint_every_s": 300.0}
     kw = dict(G=1, g=0, model_cfg=TINY, train_cfg=train_cfg, augment={}, seed=5, checkpoint_path=None, progress=False)
-    periodic, plain = train_partition(volumes, val, periodic=True, **kw), train_partition(volumes, val, **kw)
+    periodic = train_partition(volumes, val, **{**kw, "model_cfg": {**TINY, "padding": "circular"}})
+    plain = train_partition(volumes, val, **kw)
     assert periodic.config["model"]["padding"] == "circular" and periodic.config["augment_rolls"] is True
     assert plain.config["model"]["padding"] == "zeros" and "augment_rolls" not in plain.config
     assert periodic.loss_history != plain.loss_history  # the shifted slabs are what it trained on

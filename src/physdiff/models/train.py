@@ -352,25 +352,25 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
 
 def train_partition(volumes: np.ndarray, val: np.ndarray, *, G: int, g: int, model_cfg: dict, train_cfg: dict,
                     augment: dict, seed: int, checkpoint_path: str | os.PathLike | None, steps: int | None = None,
-                    periodic: bool = False, **kwargs) -> TrainResult:
+                    **kwargs) -> TrainResult:
     """`train_prior` on partition g of G of `volumes` (N, S, H, W) with the config's `prior.model`,
     `prior.train` and `prior.augment.<modality>` sections, as the pipeline's train_prior rule runs
     it: slab g of the training and validation volumes, seed `seed + 1000 G + g`. `steps`
-    overrides `train_cfg["steps"]`. `periodic` (`prior.periodic.<modality>`) marks slices that wrap
-    around laterally, as a periodic supercell's potential does: the U-Net pads circularly and
-    training shifts slabs at random (`augment_rolls`). `kwargs` go to `train_prior` (device, progress)."""
+    overrides `train_cfg["steps"]`. A `model_cfg` with circular padding
+    (`physdiff.config.prior_model_config` where `prior.periodic.<modality>` is set) marks slices
+    that wrap around laterally, as a periodic supercell's potential does; training then also
+    shifts slabs at random (`augment_rolls`). `kwargs` go to `train_prior` (device, progress)."""
     if val.shape[1:] != volumes.shape[1:]:
         raise InputError(f"validation volumes {val.shape[1:]} differ from the training volumes {volumes.shape[1:]}")
     lo, hi = partition_bounds(volumes.shape[1], G)[g]
     tr = train_cfg
     return train_prior(
-        volumes[:, lo:hi], model_cfg={**model_cfg, "image_size": int(volumes.shape[-2]),
-                                      **({"padding": "circular"} if periodic else {})},
+        volumes[:, lo:hi], model_cfg={**model_cfg, "image_size": int(volumes.shape[-2])},
         steps=tr["steps"] if steps is None else steps, batch_size=tr["batch_size"], channels_last=tr["channels_last"],
         cpu_bf16=tr["cpu_bf16"], val_data=val[:, lo:hi], val_every=tr["val_every"], lr=tr["lr"],
         grad_accum=tr["grad_accum"], ema_decay=tr["ema_decay"], ema_update_every=tr["ema_update_every"],
         warmup_steps=tr["warmup_steps"], augment=dict(augment), augment_flips=tr["augment_flips"],
-        augment_rolls=periodic, checkpoint_path=checkpoint_path, checkpoint_every_s=tr["checkpoint_every_s"], seed=seed + 1000 * G + g,
+        augment_rolls=model_cfg.get("padding") == "circular", checkpoint_path=checkpoint_path, checkpoint_every_s=tr["checkpoint_every_s"], seed=seed + 1000 * G + g,
         min_snr_gamma=tr.get("min_snr_gamma"), prediction=tr.get("prediction", "eps"), **kwargs)
 
 

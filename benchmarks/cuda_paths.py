@@ -109,6 +109,45 @@ def agreement(res: Path, cfg: dict, stem_cfg: dict) -> None:
         print(f"4D-STEM DART {ssettings} on {d}: SSIM {s:.4f}, {r.seconds:.1f} s")
 
 
+def periodic(res: Path, stem_cfg: dict, full_cfg: dict, model_paths: list[str], n_steps: int) -> None:
+    """The periodic 4D-STEM prior (circular padding, lateral shifts) and DRIFT's alignment, CUDA against CPU."""
+    from physdiff.config import prior_model_config
+
+    print("\n## periodic 4D-STEM prior and DRIFT alignment: max |CUDA - CPU| / max |CPU|")
+    models = load_partition_models(model_paths)
+    data = np.load(res / "prior/stem/train.npy", mmap_mode="r")  # (N, S, H, W), the prior's units
+    shape = tuple(data.shape[1:])
+    xt = torch.randn(1, 1, shape[0] // 2, *shape[1:], generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([300])
+    with torch.no_grad():
+        cpu = models[0].cpu()(xt, t)
+        gpu = models[0].to(DEV)(xt.to(DEV), t.to(DEV))
+        shifted = models[0].to(DEV)(torch.roll(xt, (8, -12), dims=(-2, -1)).to(DEV), t.to(DEV))
+    print(f"U-Net eps (circular padding): {rel(gpu, cpu):.2e}; on {DEV}, eps of a rolled input against the "
+          f"rolled eps (shift 8, -12 px: whole pixels at every level): {rel(shifted, torch.roll(gpu, (8, -12), dims=(-2, -1))):.2e}")
+    vols = {d: reverse_diffusion(models, (1, *shape), steps=20, eta=0.0, seed=3, devices=[d, d], seam="plateau",
+                                 progress=False) for d in ("cpu", DEV)}
+    print(f"20 DDIM steps, eta 0, periodic G=2, plateau seams: {rel(vols[DEV], vols['cpu']):.2e}")
+    aligned = {}
+    sample = load_sample(sorted((res / "data/stem/val").glob("*.npz"))[0])
+    for d in ("cpu", DEV):
+        problem = build_problem("stem", {**stem_cfg, "align": True}, sample=sample, device=d,
+                                transform=load_transform(res / "prior/stem/scale.json"))
+        aligned[d] = problem.align(problem.transform.decode(vols["cpu"].numpy()[0]))
+    print(f"DRIFT alignment of one candidate: {rel(aligned[DEV], aligned['cpu']):.2e} (0 = the same shift chosen)")
+    train = data[:16, :shape[0] // 2]
+    model_cfg = prior_model_config(full_cfg, "stem")
+    t0 = time.perf_counter()
+    r = train_prior(np.asarray(train), model_cfg={**model_cfg, "image_size": train.shape[-1]}, steps=n_steps,
+                    batch_size=full_cfg["prior"]["train"]["batch_size"], lr=full_cfg["prior"]["train"]["lr"],
+                    augment_rolls=True, device=DEV, progress=False)
+    sync()
+    losses = [v for _, v in r.loss_history]
+    print(f"training, periodic 4D-STEM slab with lateral shifts on {DEV}: {n_steps / (time.perf_counter() - t0):.1f} "
+          f"steps/s, loss first 20 {np.mean(losses[:20]):.4f} -> last 20 {np.mean(losses[-20:]):.4f}, "
+          f"finite {bool(np.isfinite(losses).all())}", flush=True)
+
+
 def speed(res: Path, cfg: dict, stem_cfg: dict, full_cfg: dict, n_vol: int, train_steps: int,
           dart_steps: list[int], parts: list[str]) -> None:
     print(f"\n## speed on {DEV}")
@@ -174,8 +213,10 @@ def main() -> None:
     ap.add_argument("--volumes", type=int, default=3, help="test volumes / samples per speed figure")
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--dart-steps", type=int, nargs="*", default=[200, 1000], help="MRI DART reverse steps, beside the tuned")
-    ap.add_argument("--parts", nargs="+", choices=["agreement", "mri", "stem", "train"],
-                    default=["agreement", "mri", "stem", "train"])
+    ap.add_argument("--parts", nargs="+", choices=["agreement", "mri", "stem", "train", "periodic"],
+                    default=["agreement", "mri", "stem", "train", "periodic"])
+    ap.add_argument("--stem-models", nargs="+", default=None,
+                    help="the periodic part's 4D-STEM partition models (default: the run's prior/stem/G2)")
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                     help="cpu only smoke-tests the script (CPU against CPU) where there is no GPU")
     args = ap.parse_args()
@@ -192,7 +233,12 @@ def main() -> None:
     res = Path(args.results)
     if "agreement" in args.parts:
         agreement(res, mri_problem_config(full), stem_cfg)
-    speed(res, mri_problem_config(full), stem_cfg, full, args.volumes, args.train_steps, args.dart_steps, args.parts)
+    if "periodic" in args.parts:
+        periodic(res, stem_cfg, full, args.stem_models or [str(res / f"prior/stem/G2/g{g}/model.pt") for g in range(2)],
+                 args.train_steps)
+    if set(args.parts) & {"mri", "stem", "train"}:
+        speed(res, mri_problem_config(full), stem_cfg, full, args.volumes, args.train_steps, args.dart_steps,
+              args.parts)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import numpy as np
 from ase import Atoms
 from ase.build import make_supercell
 from ase.spacegroup import crystal
-from pymatgen.core import Composition
 
 from physdiff.errors import ConfigError, InputError, MissingExtraError
 
@@ -139,6 +138,8 @@ def _cubic_entry(name: str, prototype: str, elements: dict[str, str]) -> Crystal
         a, source = estimate_lattice_constant(prototype, elements), "estimate"
     built = tuple((elements[role], tuple(float(x) for x in pos)) for role, pos in sites)
     cell = crystal([s for s, _ in built], [p for _, p in built], spacegroup=spacegroup, cellpar=[a] * 3 + [90] * 3)
+    from pymatgen.core import Composition  # here: modules importing this one skip its 0.8 s import
+
     formula = Composition(cell.get_chemical_formula()).reduced_formula
     return CrystalEntry(name, formula, prototype, spacegroup, a, built, a_source=source)
 

@@ -208,7 +208,8 @@ class STEMProblem:
 
     def simulate_observed(self, v: Any) -> np.ndarray:
         with torch.no_grad():
-            return self.model.bright_field(torch.as_tensor(np.asarray(v, np.float32))).cpu().numpy()
+            return self.model.bright_field(torch.as_tensor(np.asarray(v, np.float32)),
+                                           batch_size=self.batch_size).cpu().numpy()
 
     def score(self, v: Any) -> float:
         """DRIFT's score (SPEC 5): SSIM of the candidate's bright field against the measured one."""

@@ -1,0 +1,132 @@
+"""DRIFT against the size N of its candidate pool, on validation: does a larger pool hold the measured volume?
+
+    python benchmarks/drift_pool_size.py --modality stem --models g0.pt g1.pt --pool 8 32 128 512 --n 10 --k 10
+    python benchmarks/drift_pool_size.py --modality mri --models g0.pt g1.pt --pool 8 32 --n 4
+
+One pool of max(--pool) volumes is drawn as the drift_candidates rule draws it (its seed, the
+config's sampler and seams); the pool of N is its first N volumes, so each larger pool holds the
+smaller ones. Every validation problem (`physdiff.recon.run_prior.validation_problems`: the
+samples, noise and solver settings that tune_drift sees) scores every candidate once, as DRIFT
+does (SSIM against what the measurement shows, no ground truth). Then, for each N, DRIFT refines
+the best of the first N with K solver iterations. Printed per N, as means over the problems:
+  score   the chosen candidate's score (bright field or zero-filled SSIM against the measurement);
+  start   the chosen candidate's SSIM against the ground truth, before the solver;
+  oracle  the best ground-truth SSIM among the first N candidates: what a perfect score could
+          pick (a diagnostic only; DRIFT never sees the ground truth);
+  DRIFT   SSIM after K iterations from the chosen candidate;
+and once, the physics-only twin (the same solver and K from the naive start).
+Runs on CUDA where there is one (the 4D-STEM forward model and the prior), else on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+
+def main() -> None:
+    from physdiff.config import drift_pool_seed, validate_config
+    from physdiff.models.sampling import sample_volumes
+    from physdiff.recon.drift import physics_only
+    from physdiff.recon.run_prior import load_partition_models, score, validation_problems
+    from physdiff.workflow import set_threads
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--modality", choices=["mri", "stem"], default="stem")
+    ap.add_argument("--models", nargs="+", required=True, help="partition model files g = 0..G-1")
+    ap.add_argument("--pool", type=int, nargs="+", default=[8, 32, 128], help="pool sizes N")
+    ap.add_argument("--n", type=int, default=None, help="validation volumes or samples (default: recon.n_val)")
+    ap.add_argument("--k", type=int, default=None, help="DRIFT's K (default: tune_drift's choice)")
+    ap.add_argument("--no-solver-tuning", action="store_true", help="the config's solver weight, not the tuned one")
+    ap.add_argument("--batch", type=int, default=None, help="volumes per sampling batch (default: prior.generate)")
+    ap.add_argument("--stem-batch", type=int, default=64, help="scan positions per forward batch when scoring")
+    ap.add_argument("--results", default="results")
+    ap.add_argument("--config", default="config/config.yaml")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--diagnose", action="store_true",
+                    help="at the largest N also refine the candidate of lowest data loss (4D-STEM: Eq. 2 on the "
+                         "whole 4D data, no ground truth) and the oracle's pick (ground truth: a diagnostic only)")
+    ap.add_argument("--save", default=None, help="write every score and SSIM to this JSON file")
+    args = ap.parse_args()
+    if min(args.pool) < 1:
+        raise SystemExit(f"--pool: sizes must be >= 1, got {args.pool}")
+    set_threads(args.threads)
+    cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
+    res = Path(args.results)
+    K = args.k or json.loads((res / f"recon/{args.modality}/tuning/drift.json").read_text())["n_iter"]
+    problems = validation_problems(res, cfg, args.modality, args.n, solver_tuning=not args.no_solver_tuning)
+    shape = problems[0][0].shape
+    models = load_partition_models(args.models, slices=shape[0], size=shape[1:])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    n_max = max(args.pool)
+    print(f"{args.modality}: {len(problems)} validation problems, pool sizes {sorted(args.pool)}, K = {K}, "
+          f"on {torch.cuda.get_device_name() if device == 'cuda' else 'the CPU'}", flush=True)
+
+    t0 = time.perf_counter()
+    pool = sample_volumes(models, n_max, tuple(shape), batch_size=args.batch or cfg["prior"]["generate"]["batch_size"],
+                          seed=drift_pool_seed(cfg), progress=False, **cfg["prior"]["sampling"])
+    print(f"pool of {n_max}: {time.perf_counter() - t0:.1f} s", flush=True)
+
+    log = {"pool": sorted(args.pool), "K": K, "problems": []}
+    rows = {n: {"score": [], "start": [], "oracle": [], "drift": []} for n in sorted(args.pool)}
+    twins, diag = [], {}
+    t_score = t_solve = 0.0
+    for problem, truth, sigma in problems:
+        if getattr(problem, "align_candidates", False):
+            raise SystemExit("recon.drift.stem_align is on: this benchmark scores candidates unaligned")
+        if args.modality == "stem":
+            problem.batch_size = args.stem_batch
+        decoded = problem.transform.decode(pool)
+        t0 = time.perf_counter()
+        scores = np.array([problem.score(c) for c in decoded])
+        t_score += time.perf_counter() - t0
+        truth_ssim = np.array([score(args.modality, c, truth, sigma)["ssim"] for c in decoded])
+        entry = {"scores": scores.tolist(), "truth_ssim": truth_ssim.tolist(), "drift": {}}
+        for n in sorted(args.pool):
+            best = int(np.argmax(scores[:n]))
+            t0 = time.perf_counter()
+            volume = problem.solve(decoded[best], K)  # what drift() does with the first n: argmax, then K iterations
+            t_solve += time.perf_counter() - t0
+            ssim = score(args.modality, volume, truth, sigma)["ssim"]
+            for key, value in (("score", scores[best]), ("start", truth_ssim[best]),
+                               ("oracle", truth_ssim[:n].max()), ("drift", ssim)):
+                rows[n][key].append(float(value))
+            entry["drift"][n] = {"best": best, "ssim": ssim}
+        if args.diagnose and args.modality == "stem":
+            losses = np.array([problem.loss(c) for c in decoded])
+            for key, pick in (("loss", int(np.argmin(losses))), ("oracle", int(np.argmax(truth_ssim)))):
+                ssim = score(args.modality, problem.solve(decoded[pick], K), truth, sigma)["ssim"]
+                diag.setdefault(key, []).append((float(truth_ssim[pick]), ssim))
+                entry[f"pick_{key}"] = {"index": pick, "start": float(truth_ssim[pick]), "ssim": ssim}
+            entry["losses"] = losses.tolist()
+        twins.append(score(args.modality, physics_only(problem, n_iter=K).volume, truth, sigma)["ssim"])
+        entry["twin"] = twins[-1]
+        log["problems"].append(entry)
+        print(f"problem {len(twins)}: best score {scores.max():.3f}, DRIFT "
+              + ", ".join(f"N={n} {entry['drift'][n]['ssim']:.4f}" for n in sorted(args.pool))
+              + "".join(f", by {k} {entry[f'pick_{k}']['ssim']:.4f}" for k in ("loss", "oracle") if f"pick_{k}" in entry)
+              + f", twin {twins[-1]:.4f}", flush=True)
+
+    print(f"\nscoring {t_score:.0f} s, DRIFT runs {t_solve:.0f} s in all\n")
+    print("| N | score | start | oracle | DRIFT |\n|---|---|---|---|---|")
+    for n, r in rows.items():
+        print(f"| {n} | " + " | ".join(f"{np.mean(r[k]):.4f} ± {np.std(r[k]):.4f}"
+                                       for k in ("score", "start", "oracle", "drift")) + " |")
+    for key, what in (("loss", "lowest data loss (Eq. 2)"), ("oracle", "oracle (ground truth)")):
+        if key in diag:
+            start, ssim = np.array(diag[key]).T
+            print(f"N = {n_max}, pick by {what}: start {np.mean(start):.4f} ± {np.std(start):.4f}, "
+                  f"DRIFT {np.mean(ssim):.4f} ± {np.std(ssim):.4f}")
+    print(f"physics-only twin (K = {K}): {np.mean(twins):.4f} ± {np.std(twins):.4f}")
+    if args.save:
+        Path(args.save).write_text(json.dumps(log, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -250,6 +250,16 @@ def test_on_a_periodic_scan_a_shifted_potential_rolls_its_bright_field(copt3):  
     np.testing.assert_allclose(rolled, np.roll(problem.observed(), (1, 2), axis=(0, 1)), rtol=1e-4, atol=1e-6)
 
 
+def test_stem_drift_score_does_not_depend_on_the_scan_batch(copt3):  # noqa: F811
+    # DRIFT scores with the problem's batch of scan positions (a GPU wants the whole scan at once)
+    geometry, truth, intensities, _ = copt3
+    v = 0.8 * truth.numpy()
+    small, whole = (STEMProblem(intensities, geometry, PowerTransform(float(truth.max())), device="cpu",
+                                batch_size=b) for b in (5, 10_000))
+    np.testing.assert_allclose(small.simulate_observed(v), whole.simulate_observed(v), rtol=1e-5, atol=1e-7)
+    assert small.score(v) == pytest.approx(whole.score(v), abs=1e-6)
+
+
 def test_stem_drift_finds_the_lateral_shift_of_a_displaced_candidate(copt3):  # noqa: F811
     from physdiff.recon.problems import shift_periodic
 

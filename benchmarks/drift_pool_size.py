@@ -56,12 +56,12 @@ def main() -> None:
                          "(recon.drift.stem_align)")
     ap.add_argument("--no-twin", action="store_true", help="skip the physics-only twin")
     ap.add_argument("--diagnose", action="store_true",
-                    help="at the largest N also refine the candidate of lowest data loss (4D-STEM: Eq. 2 on the "
+                    help="4D-STEM: at the largest N also refine the candidate of lowest data loss (Eq. 2 on the "
                          "whole 4D data, no ground truth) and the oracle's pick (ground truth: a diagnostic only)")
     ap.add_argument("--save", default=None, help="write every score and SSIM to this JSON file")
     args = ap.parse_args()
-    if args.align and args.modality != "stem":
-        raise SystemExit("--align is for 4D-STEM")
+    if (args.align or args.diagnose) and args.modality != "stem":
+        raise SystemExit("--align and --diagnose are for 4D-STEM")
     if min(args.pool) < 1:
         raise SystemExit(f"--pool: sizes must be >= 1, got {args.pool}")
     set_threads(args.threads)

@@ -13,6 +13,11 @@ Usage (after the default pipeline has trained the priors and tuned DART):
    (both partitions on the one GPU here; round robin over GPUs where there are several),
    4D-STEM DART and DRIFT per sample, and training steps per second of the config's model on
    the MRI G = 2 slabs (bf16 autocast, as the trainer does on CUDA) and of the paper's size.
+3. `--parts periodic [--stem-models g0.pt g1.pt]`: the periodic 4D-STEM prior (circular padding):
+   U-Net eps and 20 DDIM steps with plateau seams against the CPU, the eps of a laterally rolled
+   input against the rolled eps, DRIFT's lateral alignment of one candidate on both devices, and
+   training steps per second on a periodic slab with random lateral shifts. It needs only the
+   run's 4D-STEM validation samples, scale and training potentials besides the models.
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ def periodic(res: Path, stem_cfg: dict, full_cfg: dict, model_paths: list[str], 
     aligned = {}
     sample = load_sample(sorted((res / "data/stem/val").glob("*.npz"))[0])
     for d in ("cpu", DEV):
-        problem = build_problem("stem", {**stem_cfg, "align": True}, sample=sample, device=d,
+        problem = build_problem("stem", stem_cfg, sample=sample, device=d,
                                 transform=load_transform(res / "prior/stem/scale.json"))
         aligned[d] = problem.align(problem.transform.decode(vols["cpu"].numpy()[0]))
     print(f"DRIFT alignment of one candidate: {rel(aligned[DEV], aligned['cpu']):.2e} (0 = the same shift chosen)")

@@ -28,6 +28,17 @@ class DRIFTResult:
     seconds: float = 0.0
 
 
+def score_candidates(candidates: np.ndarray, problem, *, progress: bool = False) -> tuple[np.ndarray, list[float]]:
+    """DRIFT's scores of `candidates` (N, S, H, W, data units): each aligned first where the
+    problem asks for it (`align_candidates`, ours: each at its best lateral shift). Returns the
+    candidates as scored and their scores."""
+    if getattr(problem, "align_candidates", False):
+        candidates = np.stack([problem.align(c) for c in tqdm(candidates, desc="DRIFT shifts", disable=not progress,
+                                                                leave=False)])
+    scores = [problem.score(c) for c in tqdm(candidates, desc="DRIFT scores", disable=not progress, leave=False)]
+    return candidates, scores
+
+
 def drift(candidates: np.ndarray, problem, *, n_iter: int, progress: bool = True) -> DRIFTResult:
     """Score `candidates` (N, S, H, W, data units) against the measurement; refine the best.
 
@@ -44,10 +55,7 @@ def drift(candidates: np.ndarray, problem, *, n_iter: int, progress: bool = True
     if n_iter < 0:
         raise ConfigError(f"recon.drift.n_iter must be >= 0, got {n_iter}")
     start = time.perf_counter()
-    if getattr(problem, "align_candidates", False):  # ours: each candidate at its best lateral shift
-        candidates = np.stack([problem.align(c) for c in tqdm(candidates, desc="DRIFT shifts", disable=not progress,
-                                                                leave=False)])
-    scores = [problem.score(c) for c in tqdm(candidates, desc="DRIFT scores", disable=not progress, leave=False)]
+    candidates, scores = score_candidates(candidates, problem, progress=progress)
     best = int(np.argmax(scores))
     volume = problem.solve(candidates[best], n_iter) if n_iter else candidates[best]
     return DRIFTResult(volume=np.asarray(volume, np.float32), scores=[float(s) for s in scores], best=best,

@@ -14,9 +14,13 @@ the best of the first N with K solver iterations. Printed per N, as means over t
   oracle  the best ground-truth SSIM among the first N candidates: what a perfect score could
           pick (a diagnostic only; DRIFT never sees the ground truth);
   DRIFT   SSIM after K iterations from the chosen candidate;
-and once, the physics-only twin (the same solver and K from the naive start). `--align` shifts
+and once, the physics-only twin (the same solver and K from the naive start); several --k values
+reuse the pool and the scores. `--tune-solver` (4D-STEM) first chooses the solver's weight as the
+tune_stem_baseline rule does, for a results folder without tuning files. `--align` shifts
 every 4D-STEM candidate to its best bright-field match first (`recon.drift.stem_align`);
-`--diagnose` also refines, at the largest N, the candidate of lowest data loss and the oracle's.
+`--diagnose` also refines, at the largest N, the candidate of lowest data loss and the oracle's, and
+tries one more pick: refine the --refine-top best-scored candidates and V = 0, keep the result of
+lowest data loss.
 Runs on CUDA where there is one (the 4D-STEM forward model and the prior), else on the CPU.
 """
 
@@ -32,10 +36,34 @@ import torch
 import yaml
 
 
+def tune_solver(res: Path, cfg: dict, solver: str) -> dict:
+    """DRIFT's 4D-STEM solver tuned as the tune_stem_baseline rule tunes it (workflow/rules/common.smk's
+    stem_tuning_samples: the first validation sample of each crystal, recon.stem.tuning.n_val of them)."""
+    from physdiff.data.plan import stem_plan
+    from physdiff.data.stem_sim import load_sample
+    from physdiff.recon.run import tune_stem_baseline
+
+    stem, first = cfg["recon"]["stem"], {}
+    for row in stem_plan(cfg):
+        if row["split"] == "val" and row["source"] == "catalogue":
+            first.setdefault(row["name"], row)
+    paths = [res / f"data/stem/val/{row['sample']}.npz" for row in list(first.values())[: stem["tuning"]["n_val"]]]
+    t0 = time.perf_counter()
+    tuned = tune_stem_baseline([load_sample(p) for p in paths], method=solver, grid=stem["tuning"]["grids"][solver],
+                               max_iter=stem["tuning"]["max_iter"][solver], settings=stem[solver], loss=stem["loss"],
+                               max_extend=stem["tuning"]["max_extend"], refine=stem["tuning"]["refine"],
+                               device="cuda" if torch.cuda.is_available() else "cpu")
+    print(f"{solver} tuned on {[p.name for p in paths]} in {time.perf_counter() - t0:.0f} s: {tuned['param']} = "
+          f"{tuned['value']:g}, n_iter = {tuned['n_iter']}, validation SSIM {tuned['ssim_mean']:.4f} "
+          f"(by value: {[(r['value'], round(r['ssim_mean'], 4), r['n_iter']) for r in tuned['table']]})", flush=True)
+    return tuned
+
+
 def main() -> None:
     from physdiff.config import drift_pool_seed, validate_config
     from physdiff.models.sampling import sample_volumes
     from physdiff.recon.drift import physics_only, score_candidates
+    from physdiff.recon.run import stem_params
     from physdiff.recon.run_prior import load_partition_models, score, validation_problems
     from physdiff.workflow import set_threads
 
@@ -44,10 +72,15 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", required=True, help="partition model files g = 0..G-1")
     ap.add_argument("--pool", type=int, nargs="+", default=[8, 32, 128], help="pool sizes N")
     ap.add_argument("--n", type=int, default=None, help="validation volumes or samples (default: recon.n_val)")
-    ap.add_argument("--k", type=int, default=None, help="DRIFT's K (default: tune_drift's choice)")
+    ap.add_argument("--k", type=int, nargs="+", default=None,
+                    help="DRIFT's K, one or more values (default: tune_drift's choice)")
     ap.add_argument("--no-solver-tuning", action="store_true", help="the config's solver weight, not the tuned one")
+    ap.add_argument("--tune-solver", action="store_true",
+                    help="4D-STEM: first tune the solver's weight as the tune_stem_baseline rule does (its samples, "
+                         "grid and caps from the config) and use that choice, instead of reading the run's tuning file")
     ap.add_argument("--batch", type=int, default=None, help="volumes per sampling batch (default: prior.generate)")
-    ap.add_argument("--stem-batch", type=int, default=64, help="scan positions per forward batch when scoring")
+    ap.add_argument("--stem-batch", type=int, default=None,
+                    help="scan positions per forward batch (default: MultisliceModel.scan_batch's choice for the device)")
     ap.add_argument("--results", default="results")
     ap.add_argument("--config", default="config/config.yaml")
     ap.add_argument("--threads", type=int, default=2)
@@ -58,6 +91,9 @@ def main() -> None:
     ap.add_argument("--diagnose", action="store_true",
                     help="4D-STEM: at the largest N also refine the candidate of lowest data loss (Eq. 2 on the "
                          "whole 4D data, no ground truth) and the oracle's pick (ground truth: a diagnostic only)")
+    ap.add_argument("--refine-top", type=int, default=4,
+                    help="with --diagnose: also refine this many best-scored candidates and V = 0 with K sweeps "
+                         "each and keep the lowest data loss (a pick without ground truth)")
     ap.add_argument("--save", default=None, help="write every score and SSIM to this JSON file")
     args = ap.parse_args()
     if (args.align or args.diagnose) and args.modality != "stem":
@@ -67,13 +103,19 @@ def main() -> None:
     set_threads(args.threads)
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     res = Path(args.results)
-    K = args.k or json.loads((res / f"recon/{args.modality}/tuning/drift.json").read_text())["n_iter"]
-    problems = validation_problems(res, cfg, args.modality, args.n, solver_tuning=not args.no_solver_tuning)
+    Ks = args.k or [json.loads((res / f"recon/{args.modality}/tuning/drift.json").read_text())["n_iter"]]
+    solver, tuned = cfg["recon"]["drift"]["stem_solver"], None
+    if args.tune_solver:
+        if args.modality != "stem":
+            raise SystemExit("--tune-solver is for 4D-STEM")
+        tuned = tune_solver(res, cfg, solver)
+    problems = validation_problems(res, cfg, args.modality, args.n,
+                                   solver_tuning=not (args.no_solver_tuning or args.tune_solver))
     shape = problems[0][0].shape
     models = load_partition_models(args.models, slices=shape[0], size=shape[1:])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     n_max = max(args.pool)
-    print(f"{args.modality}: {len(problems)} validation problems, pool sizes {sorted(args.pool)}, K = {K}, "
+    print(f"{args.modality}: {len(problems)} validation problems, pool sizes {sorted(args.pool)}, K = {Ks}, "
           f"on {torch.cuda.get_device_name() if device == 'cuda' else 'the CPU'}", flush=True)
 
     t0 = time.perf_counter()
@@ -81,62 +123,84 @@ def main() -> None:
                           seed=drift_pool_seed(cfg), progress=False, **cfg["prior"]["sampling"])
     print(f"pool of {n_max}: {time.perf_counter() - t0:.1f} s", flush=True)
 
-    log = {"pool": sorted(args.pool), "K": K, "problems": []}
-    rows = {n: {"score": [], "start": [], "oracle": [], "drift": []} for n in sorted(args.pool)}
-    twins, diag = [], {}
-    t_score = t_solve = 0.0
+    # score every candidate once per problem; the solves below reuse the scores for every K
+    scored, t_score = [], 0.0
     for problem, truth, sigma in problems:
         if args.modality == "stem":
             problem.batch_size = args.stem_batch
+            if tuned is not None:  # the solver's weight and settings as the tuning just chose them
+                problem.solver_params = stem_params(solver, cfg["recon"]["stem"][solver], tuned)
         if args.align:  # as STEMProblem sets it from recon.drift.stem_align: only where the scan tiles the cell
             problem.align_candidates = problem.periodic_scan()
         t0 = time.perf_counter()
         decoded, scores = score_candidates(problem.transform.decode(pool), problem)
-        scores = np.asarray(scores)
         t_score += time.perf_counter() - t0
         truth_ssim = np.array([score(args.modality, c, truth, sigma)["ssim"] for c in decoded])
-        entry = {"scores": scores.tolist(), "truth_ssim": truth_ssim.tolist(), "drift": {}}
-        for n in sorted(args.pool):
-            best = int(np.argmax(scores[:n]))
-            t0 = time.perf_counter()
-            volume = problem.solve(decoded[best], K)  # drift() on the first n, without scoring them again
-            t_solve += time.perf_counter() - t0
-            ssim = score(args.modality, volume, truth, sigma)["ssim"]
-            for key, value in (("score", scores[best]), ("start", truth_ssim[best]),
-                               ("oracle", truth_ssim[:n].max()), ("drift", ssim)):
-                rows[n][key].append(float(value))
-            entry["drift"][n] = {"best": best, "ssim": ssim}
-        if args.diagnose and args.modality == "stem":
-            losses = np.array([problem.loss(c) for c in decoded])
-            for key, pick in (("loss", int(np.argmin(losses))), ("oracle", int(np.argmax(truth_ssim)))):
-                ssim = score(args.modality, problem.solve(decoded[pick], K), truth, sigma)["ssim"]
-                diag.setdefault(key, []).append((float(truth_ssim[pick]), ssim))
-                entry[f"pick_{key}"] = {"index": pick, "start": float(truth_ssim[pick]), "ssim": ssim}
-            entry["losses"] = losses.tolist()
-        twins.append(np.nan if args.no_twin else
-                     score(args.modality, physics_only(problem, n_iter=K).volume, truth, sigma)["ssim"])
-        entry["twin"] = twins[-1]
-        log["problems"].append(entry)
-        print(f"problem {len(twins)}: best score {scores.max():.3f}, DRIFT "
-              + ", ".join(f"N={n} {entry['drift'][n]['ssim']:.4f}" for n in sorted(args.pool))
-              + "".join(f", by {k} {entry[f'pick_{k}']['ssim']:.4f}" for k in ("loss", "oracle") if f"pick_{k}" in entry)
-              + f", twin {twins[-1]:.4f}", flush=True)
+        scored.append((problem, truth, sigma, decoded, np.asarray(scores), truth_ssim))
+    print(f"scoring (and aligning) {t_score:.0f} s", flush=True)
 
-    print(f"\nscoring (and aligning) {t_score:.0f} s, DRIFT runs {t_solve:.0f} s in all\n")
-    print("| N | score | start | oracle | DRIFT |\n|---|---|---|---|---|")
-    for n, r in rows.items():
-        print(f"| {n} | " + " | ".join(f"{np.mean(r[k]):.4f} ± {np.std(r[k]):.4f}"
-                                       for k in ("score", "start", "oracle", "drift")) + " |")
-    for key, what in (("loss", "lowest data loss (Eq. 2)"), ("oracle", "oracle (ground truth)")):
-        if key in diag:
-            start, ssim = np.array(diag[key]).T
-            print(f"N = {n_max}, pick by {what}: start {np.mean(start):.4f} ± {np.std(start):.4f}, "
-                  f"DRIFT {np.mean(ssim):.4f} ± {np.std(ssim):.4f}")
-    if not args.no_twin:
-        print(f"physics-only twin (K = {K}): {np.mean(twins):.4f} ± {np.std(twins):.4f}")
-    if args.save:
-        Path(args.save).write_text(json.dumps(log, indent=1))
+    log = {"pool": sorted(args.pool), "K": Ks, "tuned_solver": tuned, "by_K": {}}
+    for K in Ks:
+        print(f"\nK = {K}", flush=True)
+        rows = {n: {"score": [], "start": [], "oracle": [], "drift": []} for n in sorted(args.pool)}
+        twins, diag, entries, t_solve = [], {}, [], 0.0
+        for problem, truth, sigma, decoded, scores, truth_ssim in scored:
+            entry = {"scores": scores.tolist(), "truth_ssim": truth_ssim.tolist(), "drift": {}}
+            for n in sorted(args.pool):
+                best = int(np.argmax(scores[:n]))
+                t0 = time.perf_counter()
+                volume = problem.solve(decoded[best], K)  # drift() on the first n, without scoring them again
+                t_solve += time.perf_counter() - t0
+                ssim = score(args.modality, volume, truth, sigma)["ssim"]
+                for key, value in (("score", scores[best]), ("start", truth_ssim[best]),
+                                   ("oracle", truth_ssim[:n].max()), ("drift", ssim)):
+                    rows[n][key].append(float(value))
+                entry["drift"][n] = {"best": best, "ssim": ssim}
+            if args.diagnose and args.modality == "stem":
+                losses = np.array([problem.loss(c) for c in decoded])
+                for key, pick in (("loss", int(np.argmin(losses))), ("oracle", int(np.argmax(truth_ssim)))):
+                    ssim = score(args.modality, problem.solve(decoded[pick], K), truth, sigma)["ssim"]
+                    diag.setdefault(key, []).append((float(truth_ssim[pick]), ssim))
+                    entry[f"pick_{key}"] = {"index": pick, "start": float(truth_ssim[pick]), "ssim": ssim}
+                entry["losses"] = losses.tolist()
+            twin = None if args.no_twin else physics_only(problem, n_iter=K).volume
+            twins.append(np.nan if twin is None else score(args.modality, twin, truth, sigma)["ssim"])
+            entry["twin"] = twins[-1]
+            if args.diagnose and args.modality == "stem" and twin is not None:
+                # refine the --refine-top best-scored candidates of the largest pool, keep the result of
+                # lowest data loss, V = 0's (the twin's) among them: a pick that sees only the measurement
+                top = np.argsort(-scores)[: args.refine_top]
+                refined = [(problem.loss(twin), twin, -1)] + [
+                    (problem.loss(v), v, int(i)) for i in top for v in [problem.solve(decoded[i], K)]]
+                _, volume, pick = min(refined, key=lambda r: r[0])
+                ssim = score(args.modality, volume, truth, sigma)["ssim"]
+                start = 0.0 if pick < 0 else float(truth_ssim[pick])
+                diag.setdefault("refined", []).append((start, ssim))
+                entry["pick_refined"] = {"index": pick, "start": start, "ssim": ssim}
+            entries.append(entry)
+            print(f"problem {len(twins)}: best score {scores.max():.3f}, DRIFT "
+                  + ", ".join(f"N={n} {entry['drift'][n]['ssim']:.4f}" for n in sorted(args.pool))
+                  + "".join(f", by {k} {entry[f'pick_{k}']['ssim']:.4f}" for k in ("loss", "oracle", "refined")
+                            if f"pick_{k}" in entry)
+                  + f", twin {twins[-1]:.4f}", flush=True)
+        log["by_K"][K] = entries
 
+        print(f"\nK = {K}: DRIFT runs {t_solve:.0f} s in all\n")
+        print("| N | score | start | oracle | DRIFT |\n|---|---|---|---|---|")
+        for n, r in rows.items():
+            print(f"| {n} | " + " | ".join(f"{np.mean(r[k]):.4f} ± {np.std(r[k]):.4f}"
+                                           for k in ("score", "start", "oracle", "drift")) + " |")
+        for key, what in (("loss", "lowest data loss (Eq. 2)"), ("oracle", "oracle (ground truth)"),
+                          ("refined", f"lowest data loss after K sweeps, of the best {args.refine_top} by score "
+                                      "and V = 0")):
+            if key in diag:
+                start, ssim = np.array(diag[key]).T
+                print(f"N = {n_max}, pick by {what}: start {np.mean(start):.4f} ± {np.std(start):.4f}, "
+                      f"DRIFT {np.mean(ssim):.4f} ± {np.std(ssim):.4f}")
+        if not args.no_twin:
+            print(f"physics-only twin (K = {K}): {np.mean(twins):.4f} ± {np.std(twins):.4f}", flush=True)
+        if args.save:  # after every K, so a run cut short keeps what it measured
+            Path(args.save).write_text(json.dumps(log, indent=1, default=float))
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,7 @@ from abtem.core.energy import energy2sigma, energy2wavelength
 
 from physdiff.errors import InputError
 from physdiff.physics import probe as probe_module
-from physdiff.physics.multislice import MultisliceGeometry, MultisliceModel
+from physdiff.physics.multislice import CPU_SCAN_BATCH, MultisliceGeometry, MultisliceModel
 from physdiff.physics.stem_loss import data_loss, loss_and_grad, physics_step, prox_sparsity
 
 ENERGY, SEMIANGLE, DEFOCUS = 200e3, 20.0, 30.0
@@ -188,3 +188,39 @@ def test_cuda_forward_matches_cpu(tiny):
     model, truth, intensities = tiny
     gpu = MultisliceModel(model.geometry, device="cuda", dtype=torch.complex128)
     np.testing.assert_allclose(gpu.forward(truth).cpu().numpy(), intensities.numpy(), rtol=1e-9, atol=1e-14)
+
+
+def test_scan_batch_default_explicit_and_bad(tiny):
+    model, _, _ = tiny
+    assert model.scan_batch() == CPU_SCAN_BATCH  # the CPU default
+    assert model.scan_batch(5) == 5
+    with pytest.raises(InputError, match="scan batch size"):
+        model.scan_batch(0)
+
+
+@pytest.mark.parametrize("batch", [1, 4, 9, None])
+def test_results_do_not_depend_on_the_scan_batch(tiny, batch):
+    """Loss, gradient, forward and a physics step agree for any batch (9 = the whole 3 x 3 scan)."""
+    model, truth, intensities = tiny
+    v = truth + 40 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    loss, grad = loss_and_grad(model, v, intensities, batch_size=batch)
+    ref_loss, ref_grad = loss_and_grad(model, v, intensities, batch_size=2)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12 * float(ref_grad.abs().max()))
+    torch.testing.assert_close(model.forward(v, batch_size=batch), model.forward(v, batch_size=2),
+                               rtol=1e-10, atol=0.0)
+    new, _ = physics_step(model, v, intensities, sparsity=1e-9, batch_size=batch)
+    ref, _ = physics_step(model, v, intensities, sparsity=1e-9, batch_size=2)
+    torch.testing.assert_close(new, ref, rtol=1e-9, atol=1e-9 * float(ref.abs().max()))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_scan_batch_takes_the_whole_scan(tiny):
+    model, truth, intensities = tiny
+    gpu = MultisliceModel(model.geometry, device="cuda", dtype=torch.complex128)
+    assert gpu.scan_batch() == 9  # a 3 x 3 scan of 24^2 waves fits any GPU
+    v = truth + 40 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    loss, grad = loss_and_grad(gpu, v, intensities)
+    ref_loss, ref_grad = loss_and_grad(model, v, intensities)
+    assert loss == pytest.approx(ref_loss, rel=1e-9)
+    torch.testing.assert_close(grad.cpu(), ref_grad, rtol=1e-8, atol=1e-10 * float(ref_grad.abs().max()))

@@ -105,6 +105,12 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+# Scan positions per batch on the CPU: the fastest on our 2-core machine (benchmarks/stem_batch.py).
+CPU_SCAN_BATCH = 16
+# On CUDA a batch may take this share of the free memory (benchmarks/stem_batch.py).
+CUDA_MEMORY_SHARE = 0.25
+
+
 class MultisliceModel:
     """The multislice forward operator V -> I for one geometry; grids are built once.
 
@@ -140,6 +146,27 @@ class MultisliceModel:
         alpha = 1e3 * g.wavelength * torch.sqrt(k2)
         alpha = alpha[self.crop_x.cpu()][:, self.crop_y.cpu()]
         self.bright_field_mask = (alpha < g.semiangle).to(device=self.device, dtype=self.real_dtype)
+
+    def scan_batch(self, batch_size: int | None = None) -> int:
+        """Scan positions per batch: `batch_size` if given, else chosen for the device.
+
+        On the CPU, CPU_SCAN_BATCH (bigger batches were slower there). On CUDA one batch of 16
+        leaves the GPU idle between kernel launches, so the whole scan goes in one batch where
+        its waves fit CUDA_MEMORY_SHARE of the free memory (the loss-and-gradient pass keeps
+        about S + 3 complex H x W waves per position, doubled for FFT workspace), else as many
+        positions as do. Results do not depend on the batch, up to float rounding.
+        """
+        if batch_size is not None:
+            if int(batch_size) < 1:
+                raise InputError(f"scan batch size must be a positive integer, got {batch_size}")
+            return int(batch_size)
+        if self.device.type != "cuda":
+            return CPU_SCAN_BATCH
+        g = self.geometry
+        n_positions = int(np.prod(g.scan_shape))
+        per_position = 2 * (len(g.slice_thickness) + 3) * g.gpts[0] * g.gpts[1] * self.dtype.itemsize
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return max(1, min(n_positions, int(CUDA_MEMORY_SHARE * free) // per_position))
 
     # -- pieces ---------------------------------------------------------------------------
     def positions_tensor(self, positions=None) -> torch.Tensor:
@@ -193,10 +220,14 @@ class MultisliceModel:
             psi = self.propagate(psi * t[s], s)
         return psi * t[-1]
 
-    def forward(self, potential, positions=None, batch_size: int = 16, *, transmission=None):
-        """Return diffraction intensities (Nx, Ny, Kx, Ky) for the scan (or (P, Kx, Ky))."""
+    def forward(self, potential, positions=None, batch_size: int | None = None, *, transmission=None):
+        """Return diffraction intensities (Nx, Ny, Kx, Ky) for the scan (or (P, Kx, Ky)).
+
+        ``batch_size`` positions go through at a time (None: `scan_batch`'s choice for the device).
+        """
         t = self.transmission(potential) if transmission is None else transmission
         pos = self.positions_tensor(positions)
+        batch_size = self.scan_batch(batch_size)
         out = [self.far_field(self.exit_waves(positions=pos[i:i + batch_size], transmission=t))
                for i in range(0, pos.shape[0], batch_size)]
         intensities = torch.cat(out)
@@ -205,7 +236,7 @@ class MultisliceModel:
 
     __call__ = forward
 
-    def bright_field(self, potential=None, positions=None, batch_size: int = 16, *,
+    def bright_field(self, potential=None, positions=None, batch_size: int | None = None, *,
                      intensities=None) -> torch.Tensor:
         """Return B(r_p) = sum of I_p over detector pixels with alpha < semiangle."""
         if intensities is None:

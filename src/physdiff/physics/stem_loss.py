@@ -49,11 +49,12 @@ def _batch_loss(predicted: torch.Tensor, target: torch.Tensor, form: str) -> tor
 
 
 def loss_of_transmission(model: MultisliceModel, transmission: torch.Tensor, intensities, *,
-                         form: str = "amplitude", batch_size: int = 16) -> float:
+                         form: str = "amplitude", batch_size: int | None = None) -> float:
     """Return L, SPEC Eq. (2), for given transmission functions O_s (S, H, W) (no gradient)."""
     measured = _check(model, intensities, form)
     target = measured.clamp_min(0).sqrt() if form == "amplitude" else measured
     positions = model.positions_tensor()
+    batch_size = model.scan_batch(batch_size)
     total = 0.0
     with torch.no_grad():
         for i in range(0, positions.shape[0], batch_size):
@@ -64,7 +65,7 @@ def loss_of_transmission(model: MultisliceModel, transmission: torch.Tensor, int
 
 
 def loss_and_grad(model: MultisliceModel, potential, intensities, *, form: str = "amplitude",
-                  batch_size: int = 16):
+                  batch_size: int | None = None):
     """Return (L(V) as float, dL/dV as a tensor (S, H, W)), SPEC Eq. (2), by autograd.
 
     Memory stays at one batch of waves: the gradient with respect to the transmission
@@ -73,6 +74,7 @@ def loss_and_grad(model: MultisliceModel, potential, intensities, *, form: str =
     measured = _check(model, intensities, form)
     target = measured.clamp_min(0).sqrt() if form == "amplitude" else measured
     positions = model.positions_tensor()
+    batch_size = model.scan_batch(batch_size)
     with torch.enable_grad():
         v = model.as_potential(potential).detach().clone().requires_grad_(True)
         t = model.transmission(v)
@@ -89,7 +91,7 @@ def loss_and_grad(model: MultisliceModel, potential, intensities, *, form: str =
 
 
 def data_loss(model: MultisliceModel, potential, intensities, *, form: str = "amplitude",
-              batch_size: int = 16) -> float:
+              batch_size: int | None = None) -> float:
     """Return L(V), SPEC Eq. (2), without the gradient."""
     with torch.no_grad():
         transmission = model.transmission(potential)
@@ -103,7 +105,7 @@ def prox_sparsity(potential: torch.Tensor, threshold: float, positivity: bool = 
 
 
 def lipschitz_step(model: MultisliceModel, potential, intensities, *, form: str = "amplitude",
-                   batch_size: int = 16, grad=None, probe_scale: float = 1.0,
+                   batch_size: int | None = None, grad=None, probe_scale: float = 1.0,
                    mask: torch.Tensor | None = None) -> float:
     """Return 1/L with L ~ ||g(V + d) - g(V)|| / ||d||, d = a small step along -g (secant estimate).
 
@@ -150,7 +152,7 @@ def _backtrack(v: torch.Tensor, grad: torch.Tensor, loss: float, eta: float, can
 
 def physics_step(model: MultisliceModel, potential, intensities, *, eta: float | None = None,
                  sparsity: float = 0.0, positivity: bool = True, form: str = "amplitude",
-                 line_search: bool = True, max_backtracks: int = 20, batch_size: int = 16,
+                 line_search: bool = True, max_backtracks: int = 20, batch_size: int | None = None,
                  mask: torch.Tensor | None = None):
     """One proximal gradient step of SPEC Eq. (5); return (V_new, info).
 
@@ -208,7 +210,7 @@ def _suffix_loss(model, waves, transmission, b, v_b, target, form, batch_size, g
 
 def layerwise_sweep(model: MultisliceModel, potential, intensities, *, etas, sparsity: float = 0.0,
                     positivity: bool = True, form: str = "amplitude", line_search: bool = True,
-                    max_backtracks: int = 20, batch_size: int = 16):
+                    max_backtracks: int = 20, batch_size: int | None = None):
     """One layer-wise sweep: `physics_step` on slice 0, then slice 1, ..., each restricted to its slice.
 
     The same steps as `physics_step(..., mask=slice b)` in turn (up to the order of floating-point
@@ -227,7 +229,7 @@ def layerwise_sweep(model: MultisliceModel, potential, intensities, *, etas, spa
     with torch.no_grad():
         transmission = model.transmission(v)
         waves = model.incident_waves(model.positions_tensor())
-    args = (target, form, batch_size)
+    args = (target, form, model.scan_batch(batch_size))
     infos = []
     for b, eta in enumerate(etas):
         loss, grad = _suffix_loss(model, waves, transmission, b, v[b], *args, grad=True)

@@ -151,7 +151,7 @@ class STEMProblem:
     def __init__(self, intensities: Any, geometry: MultisliceGeometry, transform: PowerTransform, *, k: int = 1,
                  sparsity: float = 0.0,
                  positivity: bool = True, form: str = "amplitude", solver: str = "sparse_decomposition",
-                 solver_params: dict | None = None, device=None, batch_size: int = 16,
+                 solver_params: dict | None = None, device=None, batch_size: int | None = None,
                  align_candidates: bool = False):
         if k < 1:
             raise ConfigError(f"recon.dart.stem_k: at least one physics step per reverse step, got {k}")
@@ -250,8 +250,8 @@ class STEMProblem:
     def solve(self, start: Any, n_iter: int) -> np.ndarray:
         """`n_iter` iterations of the configured 4D-STEM solver (Eq. 5 steps by default) from `start`."""
         params = {**self.solver_params, "n_iter": int(n_iter), "progress": False}
-        if self.solver != "three_pie":
-            params["form"] = self.form
+        if self.solver != "three_pie":  # 3PIE updates one position at a time
+            params.update(form=self.form, batch_size=self.batch_size)
         v, _ = STEM_SOLVERS[self.solver](self.intensities, self.geometry, model=self.model,
                                          v0=torch.as_tensor(np.asarray(start, np.float32)), **params)
         return v.numpy().astype(np.float32)

@@ -192,7 +192,7 @@ def three_pie(intensities, geometry: MultisliceGeometry, *, v0=None, n_iter: int
 
 @_with_threads
 def torchslice(intensities, geometry: MultisliceGeometry, *, v0=None, n_iter: int = 30, lr: float = 20.0,
-               form: str = "amplitude", batch_size: int = 16, divergence_factor: float = 10.0,
+               form: str = "amplitude", batch_size: int | None = None, divergence_factor: float = 10.0,
                model: MultisliceModel | None = None, device=None, dtype=torch.complex64,
                gauge: str = "min", callback=None, num_threads: int | None = None,
                progress: bool = True):
@@ -228,7 +228,7 @@ def torchslice(intensities, geometry: MultisliceGeometry, *, v0=None, n_iter: in
 def sparse_decomposition(intensities, geometry: MultisliceGeometry, *, v0=None, n_iter: int = 10,
                          sparsity: float = 1e-6, positivity: bool = True, layerwise: bool = True,
                          eta: float | None = None, line_search: bool = True,
-                         form: str = "amplitude", batch_size: int = 16,
+                         form: str = "amplitude", batch_size: int | None = None,
                          divergence_factor: float = 10.0, model: MultisliceModel | None = None,
                          device=None, dtype=torch.complex64, gauge: str = "min",
                          callback=None, num_threads: int | None = None,

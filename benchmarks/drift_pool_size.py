@@ -19,8 +19,8 @@ reuse the pool and the scores. `--tune-solver` (4D-STEM) first chooses the solve
 tune_stem_baseline rule does, for a results folder without tuning files. `--align` shifts
 every 4D-STEM candidate to its best bright-field match first (`recon.drift.stem_align`);
 `--diagnose` also refines, at the largest N, the candidate of lowest data loss and the oracle's, and
-tries one more pick: refine the --refine-top best-scored candidates and V = 0, keep the result of
-lowest data loss.
+tries two more picks: refine the --refine-top best-scored candidates (and V = 0), keep the result
+of lowest data loss.
 Runs on CUDA where there is one (the 4D-STEM forward model and the prior), else on the CPU.
 """
 
@@ -169,18 +169,21 @@ def main() -> None:
             if args.diagnose and args.modality == "stem" and twin is not None:
                 # refine the --refine-top best-scored candidates of the largest pool, keep the result of
                 # lowest data loss, V = 0's (the twin's) among them: a pick that sees only the measurement
+                # (and the same pick without V = 0: the prior's candidates alone)
                 top = np.argsort(-scores)[: args.refine_top]
-                refined = [(problem.loss(twin), twin, -1)] + [
-                    (problem.loss(v), v, int(i)) for i in top for v in [problem.solve(decoded[i], K)]]
-                _, volume, pick = min(refined, key=lambda r: r[0])
-                ssim = score(args.modality, volume, truth, sigma)["ssim"]
-                start = 0.0 if pick < 0 else float(truth_ssim[pick])
-                diag.setdefault("refined", []).append((start, ssim))
-                entry["pick_refined"] = {"index": pick, "start": start, "ssim": ssim}
+                refined = [(problem.loss(twin), twins[-1], -1)] + [
+                    (problem.loss(v), score(args.modality, v, truth, sigma)["ssim"], int(i))
+                    for i in top for v in [problem.solve(decoded[i], K)]]
+                entry["refined"] = [{"index": i, "loss": loss, "ssim": ssim} for loss, ssim, i in refined]
+                for key, options in (("refined", refined), ("refined_prior", refined[1:])):
+                    _, ssim, pick = min(options, key=lambda r: r[0])
+                    start = 0.0 if pick < 0 else float(truth_ssim[pick])
+                    diag.setdefault(key, []).append((start, ssim))
+                    entry[f"pick_{key}"] = {"index": pick, "start": start, "ssim": ssim}
             entries.append(entry)
             print(f"problem {len(twins)}: best score {scores.max():.3f}, DRIFT "
                   + ", ".join(f"N={n} {entry['drift'][n]['ssim']:.4f}" for n in sorted(args.pool))
-                  + "".join(f", by {k} {entry[f'pick_{k}']['ssim']:.4f}" for k in ("loss", "oracle", "refined")
+                  + "".join(f", by {k} {entry[f'pick_{k}']['ssim']:.4f}" for k in ("loss", "oracle", "refined", "refined_prior")
                             if f"pick_{k}" in entry)
                   + f", twin {twins[-1]:.4f}", flush=True)
         log["by_K"][K] = entries
@@ -192,7 +195,9 @@ def main() -> None:
                                            for k in ("score", "start", "oracle", "drift")) + " |")
         for key, what in (("loss", "lowest data loss (Eq. 2)"), ("oracle", "oracle (ground truth)"),
                           ("refined", f"lowest data loss after K sweeps, of the best {args.refine_top} by score "
-                                      "and V = 0")):
+                                      "and V = 0"),
+                          ("refined_prior", f"lowest data loss after K sweeps, of the best {args.refine_top} by "
+                                            "score")):
             if key in diag:
                 start, ssim = np.array(diag[key]).T
                 print(f"N = {n_max}, pick by {what}: start {np.mean(start):.4f} ± {np.std(start):.4f}, "

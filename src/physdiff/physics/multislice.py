@@ -105,7 +105,8 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-# Scan positions per batch on the CPU: the fastest on our 2-core machine (benchmarks/stem_batch.py).
+# Scan positions per batch on the CPU: loss and gradient on one thread were as fast at 16 as at
+# 32 and slower at 64 and 128 (benchmarks/stem_batch.py, README "Benchmarks").
 CPU_SCAN_BATCH = 16
 # On CUDA a batch may take this share of the free memory (benchmarks/stem_batch.py).
 CUDA_MEMORY_SHARE = 0.25

@@ -37,17 +37,13 @@ import yaml
 
 
 def tune_solver(res: Path, cfg: dict, solver: str) -> dict:
-    """DRIFT's 4D-STEM solver tuned as the tune_stem_baseline rule tunes it (workflow/rules/common.smk's
-    stem_tuning_samples: the first validation sample of each crystal, recon.stem.tuning.n_val of them)."""
-    from physdiff.data.plan import stem_plan
+    """DRIFT's 4D-STEM solver tuned as the tune_stem_baseline rule tunes it, on the same samples."""
+    from physdiff.data.plan import stem_plan, stem_tuning_samples
     from physdiff.data.stem_sim import load_sample
     from physdiff.recon.run import tune_stem_baseline
 
-    stem, first = cfg["recon"]["stem"], {}
-    for row in stem_plan(cfg):
-        if row["split"] == "val" and row["source"] == "catalogue":
-            first.setdefault(row["name"], row)
-    paths = [res / f"data/stem/val/{row['sample']}.npz" for row in list(first.values())[: stem["tuning"]["n_val"]]]
+    stem = cfg["recon"]["stem"]
+    paths = [res / f"data/stem/val/{name}.npz" for name in stem_tuning_samples(stem_plan(cfg), stem["tuning"]["n_val"])]
     t0 = time.perf_counter()
     tuned = tune_stem_baseline([load_sample(p) for p in paths], method=solver, grid=stem["tuning"]["grids"][solver],
                                max_iter=stem["tuning"]["max_iter"][solver], settings=stem[solver], loss=stem["loss"],

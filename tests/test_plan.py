@@ -5,7 +5,7 @@ import re
 import pytest
 
 from physdiff.config import validate_config
-from physdiff.data.plan import stem_plan
+from physdiff.data.plan import stem_plan, stem_tuning_samples
 from physdiff.errors import ConfigError
 
 
@@ -58,3 +58,14 @@ def test_recon_order_spans_crystals_and_axes_first():
     assert [name for name, _, _ in first[:2]] == ["CoPt3", "Tb3InC"]
     assert len({name for name, _, _ in first}) == n_crystals, "the first pass visits every crystal once"
     assert {axis for _, axis, _ in first[:3]} == {"001", "011", "111"}
+
+
+def test_stem_tuning_samples_take_the_first_validation_sample_of_each_crystal():
+    rows = stem_plan(_cfg())
+    val = [r for r in rows if r["split"] == "val"]
+    crystals = list(dict.fromkeys(r["name"] for r in val))
+    names = stem_tuning_samples(rows, 2)
+    assert len(names) == 2
+    # the first planned validation sample of the first two validation crystals, nothing else
+    assert names == [next(r["sample"] for r in val if r["name"] == c) for c in crystals[:2]]
+    assert len(stem_tuning_samples(rows, 100)) == len(crystals)  # one per crystal at most

@@ -15,7 +15,7 @@ except PhysdiffError as exc:
     raise WorkflowError(str(exc)) from None
 
 from physdiff.data.mri_dataset import planned_split_sizes
-from physdiff.data.plan import recon_order, stem_plan
+from physdiff.data.plan import recon_order, stem_plan, stem_tuning_samples as plan_stem_tuning_samples
 
 try:
     STEM_PLAN = stem_plan(config)
@@ -127,16 +127,9 @@ def mri_tuning_of(wildcards):
 
 
 def stem_tuning_samples(wildcards=None):
-    """Validation samples that tune the 4D-STEM baselines: the first of each crystal, n_val of them.
-
-    One per crystal, so that a handful of samples still covers several structures.
-    """
-    first = {}
-    for row in STEM_PLAN:
-        if row["split"] == "val" and row["source"] == "catalogue":
-            first.setdefault(row["name"], row)
-    rows = list(first.values())[: RECON["stem"]["tuning"]["n_val"]]
-    return [f"results/data/stem/val/{row['sample']}.npz" for row in rows]
+    """Validation samples that tune the 4D-STEM baselines (physdiff.data.plan.stem_tuning_samples)."""
+    names = plan_stem_tuning_samples(STEM_PLAN, RECON["stem"]["tuning"]["n_val"])
+    return [f"results/data/stem/val/{name}.npz" for name in names]
 
 
 def baseline_metrics():

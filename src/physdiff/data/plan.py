@@ -75,6 +75,18 @@ def recon_order(rows: list[dict]) -> list[str]:
     return order
 
 
+def stem_tuning_samples(rows: list[dict], n_val: int) -> list[str]:
+    """Validation samples that tune the 4D-STEM baselines: the first of each crystal, `n_val` of them.
+
+    One per crystal, so that a handful of samples still covers several structures.
+    """
+    first: dict[str, str] = {}
+    for row in rows:
+        if row["split"] == "val" and row["source"] == "catalogue":
+            first.setdefault(row["name"], row["sample"])
+    return list(first.values())[:n_val]
+
+
 def _row(item: dict, split: str, source: str) -> dict:
     return {"sample": item["sample_id"], "split": split, "source": source, "name": item["name"],
             "zone_axis": item["zone_axis"], "offset": tuple(item["offset"]), "seed": item["seed"]}

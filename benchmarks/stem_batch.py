@@ -85,8 +85,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|")
         reference = None
         for label in args.batches:
-            batch = {"all": n_positions, "auto": None}.get(label)
-            batch = int(label) if label not in ("all", "auto") else batch
+            batch = n_positions if label == "all" else None if label == "auto" else int(label)
             solver_kw = dict(v0=v0, n_iter=args.iters, batch_size=batch, model=model, device=device,
                              progress=False)
             t_bf, _ = best_time(lambda: model.bright_field(truth, batch_size=batch), args.repeats, device)

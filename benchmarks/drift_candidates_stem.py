@@ -86,7 +86,7 @@ def main() -> None:
     models = load_partition_models([str(res / f"prior/stem/G{G}/g{g}/model.pt") for g in range(G)])
     settings = json.loads((res / "recon/stem/tuning/dart.json").read_text())["settings"]
     pool = problems[0][0].transform.decode(np.load(res / "recon/stem/drift/candidates.npy"))
-    pool = pool[: cfg["recon"]["drift"]["n_candidates"]]
+    pool = pool[: cfg["recon"]["drift"]["n_candidates"]["stem"]]
     ks = sorted(set(args.k))
     for (problem, truth, sigma), name in zip(problems, names):
         t0 = time.perf_counter()

@@ -53,7 +53,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     res, mask_name = Path(args.results), args.mask or cfg["recon"]["dart"]["mri_tune_mask"]
-    K = args.k or json.loads((res / f"recon/{args.modality}/tuning/drift.json").read_text())["n_iter"]
+    tuning = json.loads((res / f"recon/{args.modality}/tuning/drift.json").read_text())
+    K, M = args.k or tuning["n_iter"], tuning.get("refine_top", 1)
     if args.split == "val":
         problems = validation_problems(res, cfg, args.modality, args.n, solver_tuning=not args.no_solver_tuning)
     else:  # as the reconstruct_drift_mri rule reads and measures test sample i
@@ -68,12 +69,12 @@ def main() -> None:
     models = load_partition_models(args.models, slices=shape[0], size=shape[1:])
     what = mask_name if args.modality == "mri" else "4D-STEM"
     print(f"{args.split}: {len(problems)} volumes or samples, {what}, pool of "
-          f"{cfg['recon']['drift']['n_candidates']}, K = {K}", flush=True)
+          f"{cfg['recon']['drift']['n_candidates'][args.modality]}, K = {K}, M = {M}", flush=True)
     twin = []
     for mean_snr in args.mean_snr:
         start = time.perf_counter()
-        pool = drift_pool(cfg, models, shape, mean_snr=mean_snr)
-        drift, twins = drift_ssims(pool, problems, args.modality, K, twin=not twin)  # the twin does not use the pool
+        pool = drift_pool(cfg, args.modality, models, shape, mean_snr=mean_snr)
+        drift, twins = drift_ssims(pool, problems, args.modality, K, refine_top=M, twin=not twin)  # the twin does not use the pool
         twin = twin or twins
         print(f"mean_snr {mean_snr:g}: DRIFT {np.mean(drift):.4f} ± {np.std(drift):.4f} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)

@@ -38,7 +38,7 @@ def main() -> None:
     names = recon_order([r for r in stem_plan(cfg) if r["split"] == "val"])[: args.n_val]
     problems = validation_problems(res, cfg, "stem", args.n_val, solver_tuning=False)
     for path in args.candidates or [str(res / "recon/stem/drift/candidates.npy")]:
-        candidates = problems[0][0].transform.decode(np.load(path))[: cfg["recon"]["drift"]["n_candidates"]]
+        candidates = problems[0][0].transform.decode(np.load(path))[: cfg["recon"]["drift"]["n_candidates"]["stem"]]
         print(path, flush=True)
         for (problem, truth, sigma), name in zip(problems, names):
             picked = drift(candidates, problem, n_iter=0, progress=False)

@@ -129,26 +129,29 @@ def score(args, cfg: dict) -> None:
                 print("  " + drift_line(cfg, res, modality, models, args.n_val, truths.shape[1:]), flush=True)
 
 
-def drift_pool(cfg: dict, models, shape, **sampling) -> np.ndarray:
-    """The drift_candidates rule's pool (its seed, recon.drift.n_candidates volumes, the config's
-    prior.sampling with `sampling` overriding it), in the prior's [0, 1]."""
+def drift_pool(cfg: dict, modality: str, models, shape, **sampling) -> np.ndarray:
+    """The drift_candidates rule's pool (its seed, recon.drift.n_candidates volumes of the modality,
+    the config's prior.sampling with `sampling` overriding it), in the prior's encoding."""
     from physdiff.config import drift_pool_seed
     from physdiff.models.sampling import sample_volumes
 
-    return sample_volumes(models, cfg["recon"]["drift"]["n_candidates"], tuple(shape),
+    return sample_volumes(models, cfg["recon"]["drift"]["n_candidates"][modality], tuple(shape),
                           batch_size=cfg["prior"]["generate"]["batch_size"], seed=drift_pool_seed(cfg),
                           progress=False, **{**cfg["prior"]["sampling"], **sampling})
 
 
-def drift_ssims(pool: np.ndarray, problems, modality: str, n_iter: int, *, twin: bool = True) -> tuple[list, list]:
-    """SSIM of DRIFT from `pool` (decoded to data units, as reconstruct_drift does) on each
-    (problem, truth, sigma), and of its physics-only twin unless `twin` is False."""
+def drift_ssims(pool: np.ndarray, problems, modality: str, n_iter: int, *, refine_top: int = 1,
+                twin: bool = True) -> tuple[list, list]:
+    """SSIM of DRIFT (K = n_iter, M = refine_top) from `pool` (decoded to data units, as
+    reconstruct_drift does) on each (problem, truth, sigma), and of its physics-only twin unless
+    `twin` is False."""
     from physdiff.recon.drift import drift, physics_only
     from physdiff.recon.run_prior import score
 
     refined, twins = [], []
     for problem, truth, sigma in problems:
-        volume = drift(problem.transform.decode(pool), problem, n_iter=n_iter, progress=False).volume
+        volume = drift(problem.transform.decode(pool), problem, n_iter=n_iter, refine_top=refine_top,
+                       progress=False).volume
         refined.append(score(modality, volume, truth, sigma)["ssim"])
         if twin:
             twins.append(score(modality, physics_only(problem, n_iter=n_iter).volume, truth, sigma)["ssim"])
@@ -159,10 +162,11 @@ def drift_line(cfg: dict, res: Path, modality: str, models, n_val: int, shape) -
     """DRIFT and its twin on the first n_val validation problems, from a pool these models draw."""
     from physdiff.recon.run_prior import validation_problems
 
-    K = json.loads((res / f"recon/{modality}/tuning/drift.json").read_text())["n_iter"]
+    tuning = json.loads((res / f"recon/{modality}/tuning/drift.json").read_text())
+    K, M = tuning["n_iter"], tuning.get("refine_top", 1)
     problems = validation_problems(res, cfg, modality, n_val, solver_tuning=True)  # tune_drift's
-    drift, twin = drift_ssims(drift_pool(cfg, models, shape), problems, modality, K)
-    return (f"DRIFT (pool of {cfg['recon']['drift']['n_candidates']}, K = {K}): validation SSIM "
+    drift, twin = drift_ssims(drift_pool(cfg, modality, models, shape), problems, modality, K, refine_top=M)
+    return (f"DRIFT (pool of {cfg['recon']['drift']['n_candidates'][modality]}, K = {K}, M = {M}): validation SSIM "
             f"{np.mean(drift):.4f} ± {np.std(drift):.4f}, twin {np.mean(twin):.4f} ± {np.std(twin):.4f}")
 
 

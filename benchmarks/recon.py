@@ -49,7 +49,8 @@ def _measure(task: dict) -> dict:
         return {"wall_s": row["wall_s"], "peak_mb": row["peak_mem_mb"], "ssim": row["ssim"]}
     candidates = np.load(task["candidates"])
     start = time.perf_counter()
-    _, rows, _ = run_drift(candidates, problem, volume, modality="mri", n_iter=task["n_iter"], progress=False)
+    _, rows, _ = run_drift(candidates, problem, volume, modality="mri", n_iter=task["n_iter"],
+                           refine_top=task["refine_top"], progress=False)
     return {"wall_s": time.perf_counter() - start, "peak_mb": peak_memory_mb(), "ssim": rows[0]["ssim"]}
 
 
@@ -79,11 +80,12 @@ def main() -> None:
     problem_cfg = mri_problem_config(cfg)
     tuning = {m: str(res / f"recon/mri/tuning/{args.mask}/{m}.json") for m in ("cs_l1_wavelet", "tv", "projection")}
     settings = json.loads((res / "recon/mri/tuning/dart.json").read_text())["settings"]
+    drift_tuning = json.loads((res / "recon/mri/tuning/drift.json").read_text())
     base = {"data": str(res / "data/mri/brats/test.npy"), "mask": str(res / f"data/mri/masks/{args.mask}.npy"),
             "cfg": problem_cfg, "tuning": tuning, "max_iter": rc["mri"]["max_iter"], "threads": args.threads,
             "models": [str(res / f"prior/mri/G{args.G}/g{g}/model.pt") for g in range(args.G)],
             "candidates": str(res / "recon/mri/drift/candidates.npy"),
-            "n_iter": json.loads((res / "recon/mri/tuning/drift.json").read_text())["n_iter"]}
+            "n_iter": drift_tuning["n_iter"], "refine_top": drift_tuning.get("refine_top", 1)}
     methods = {"zero_filled": {}, "cs_l1_wavelet": {}, "tv": {}, "projection": {},
                f"dart_ddim{settings['steps']}": {"settings": settings},
                f"dart_ddpm{args.ddpm_steps}": {"settings": {**settings, "sampler": "ddpm", "steps": args.ddpm_steps}},

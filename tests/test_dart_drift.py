@@ -174,6 +174,87 @@ def test_drift_beats_its_physics_only_twin_from_a_good_candidate(mri_case):
     assert ssim_volume(refined.volume, truth) > ssim_volume(twin.volume, truth)
 
 
+class RankedProblem:
+    """A stand-in problem for DRIFT's selection logic: each candidate's score is set by hand, the
+    solver moves a start towards the truth (K = 4 best, artefacts beyond), and the data loss is
+    the squared distance to the truth. Counts every solve."""
+
+    transform = None
+
+    def __init__(self, truth: np.ndarray, candidates: np.ndarray, scores):
+        self.truth, self.shape = truth, truth.shape
+        self._scores = {c.tobytes(): s for c, s in zip(candidates, scores)}
+        self.artefact = np.random.default_rng(9).standard_normal(truth.shape).astype(np.float32)
+        self.solves: dict[tuple[bytes, int], int] = {}
+
+    def score(self, v):
+        return self._scores[np.asarray(v, np.float32).tobytes()]
+
+    def solve(self, start, n_iter):
+        key = (np.asarray(start, np.float32).tobytes(), n_iter)
+        self.solves[key] = self.solves.get(key, 0) + 1
+        blend = 0.5 * min(n_iter, 4) / 4
+        return (start + blend * (self.truth - start) + 0.05 * max(0, n_iter - 4) * self.artefact).astype(np.float32)
+
+    def loss(self, v):
+        return float(((np.asarray(v) - self.truth) ** 2).sum())
+
+
+@pytest.fixture
+def ranked_case():
+    """Four candidates, best score first, whose distance to the truth is 0.8, 0.6, 0.1, 0.5."""
+    truth = blob_volume(2, 16, seed=5)
+    noise = np.random.default_rng(4).standard_normal((4, *truth.shape)).astype(np.float32)
+    candidates = (truth + np.array([0.8, 0.6, 0.1, 0.5], np.float32)[:, None, None, None] * noise).astype(np.float32)
+    return truth, candidates, RankedProblem(truth, candidates, [0.9, 0.8, 0.7, 0.6])
+
+
+def test_drift_refines_the_best_scored_and_keeps_the_lowest_data_loss(ranked_case):
+    truth, candidates, problem = ranked_case
+    paper = drift(candidates, problem, n_iter=4, progress=False)
+    assert paper.best == 0 and paper.refined == [0] and len(paper.losses) == 1
+    two = drift(candidates, problem, n_iter=4, refine_top=2, progress=False)
+    assert two.refined == [0, 1] and two.best == 1  # candidate 2 fits best but was not refined
+    assert two.losses[1] == pytest.approx(problem.loss(two.volume)) and two.losses[1] < two.losses[0]
+    three = drift(candidates, problem, n_iter=4, refine_top=3, progress=False)
+    assert three.best == 2 and ssim_volume(three.volume, truth) > ssim_volume(two.volume, truth)
+    everything = drift(candidates, problem, n_iter=0, refine_top=10, progress=False)  # M > N refines all N
+    assert everything.refined == [0, 1, 2, 3] and everything.best == 2
+    np.testing.assert_array_equal(everything.volume, candidates[2])
+    with pytest.raises(ConfigError, match="refine_top"):
+        drift(candidates, problem, n_iter=1, refine_top=0, progress=False)
+
+
+def test_tune_drift_chooses_k_and_the_refined_count_inside_what_it_tried(ranked_case):
+    from physdiff.recon.run_prior import tune_drift
+
+    truth, candidates, problem = ranked_case
+    problems = [(problem, truth, None)]
+    # M = 2 wins at every K, so M doubles to 4, where M = 3 (candidate 2) wins; K = 4 is inside 2..8
+    result = tune_drift(candidates, problems, modality="mri", grid=[2, 4, 8], refine_top=2)
+    assert (result["n_iter"], result["refine_top"]) == (4, 3)
+    assert not result["on_edge"] and not result["refine_on_edge"]
+    table = {(r["n_iter"], r["refine_top"]): r["score"] for r in result["table"]}
+    assert result["score"] == max(table.values()) == table[4, 3] == table[4, 4]  # a tie goes to fewer refined
+    assert table[4, 2] > table[4, 1]
+    assert max(problem.solves.values()) == 1  # each (candidate, K) solved once
+    # refine_top = 1 keeps the paper's pick by score and does not search M
+    paper = tune_drift(candidates, problems, modality="mri", grid=[2, 4, 8], refine_top=1)
+    assert paper["refine_top"] == 1 and {r["refine_top"] for r in paper["table"]} == {1}
+    assert paper["score"] < result["score"]
+
+
+def test_mri_problem_loss_is_the_squared_residual_of_the_measured_lines(mri_case):
+    truth, mask, y = mri_case
+    problem = MRIProblem(y, mask)
+    guess = np.clip(truth + 0.1, 0, 1).astype(np.float32)
+    # reference with numpy's FFT: the centred orthonormal transform on the sampled lines
+    kspace = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(guess, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    expected = float((np.abs((kspace - y) * mask) ** 2).sum())
+    assert problem.loss(guess) == pytest.approx(expected, rel=1e-4)
+    assert problem.loss(truth) < 1e-3 * expected
+
+
 def test_drift_rejects_candidates_of_the_wrong_shape(mri_case):
     truth, mask, y = mri_case
     with pytest.raises(InputError, match="candidates"):

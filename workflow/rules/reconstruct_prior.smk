@@ -17,7 +17,7 @@ rule drift_candidates:
     params:
         shape=volume_shape,
         sampling=config["prior"]["sampling"],
-        generate=lambda wc: {"n_volumes": RECON["drift"]["n_candidates"], "batch_size": config["prior"]["generate"]["batch_size"]},
+        generate=lambda wc: {"n_volumes": RECON["drift"]["n_candidates"][wc.modality], "batch_size": config["prior"]["generate"]["batch_size"]},
         seed=drift_pool_seed(config),
     # one thread: the small U-Net's per-slab ops are too short to gain from a second one
     threads: 1
@@ -78,8 +78,9 @@ rule tune_drift:
         modality=lambda wc: wc.modality,
         problem=lambda wc: problem_params(wc.modality),
         n_val=lambda wc: RECON["n_val"][wc.modality],
-        n_candidates=RECON["drift"]["n_candidates"],
+        n_candidates=lambda wc: RECON["drift"]["n_candidates"][wc.modality],
         grid=lambda wc: RECON["drift"]["n_iter_grid"][wc.modality],
+        refine_top=lambda wc: RECON["drift"]["refine_top"][wc.modality],
     threads: 1
     resources:
         mem_mb=4000,
@@ -172,7 +173,7 @@ rule reconstruct_drift_mri:
     params:
         modality="mri",
         problem=problem_params("mri"),
-        n_candidates=RECON["drift"]["n_candidates"],
+        n_candidates=RECON["drift"]["n_candidates"]["mri"],
     threads: 1
     resources:
         mem_mb=4000,
@@ -203,7 +204,7 @@ rule reconstruct_drift_stem:
     params:
         modality="stem",
         problem=problem_params("stem"),
-        n_candidates=RECON["drift"]["n_candidates"],
+        n_candidates=RECON["drift"]["n_candidates"]["stem"],
     threads: 1
     resources:
         mem_mb=4000,

@@ -30,11 +30,13 @@ def main(smk):
         seconds_by_g[G] = [load_checkpoint(path).get("train_seconds") for path in paths[start:start + G]]
         start += G
     dart_settings = json.load(open(smk.input.dart_tuning))["settings"]
-    drift_iter = int(json.load(open(smk.input.drift_tuning))["n_iter"])
-    log.info("Figure 5: %d volumes, mask %s, steps %s, G %s, DART %s, DRIFT K=%d, N=%d", len(problems), p.mask,
-             fig5["steps"], list(p.partitions), dart_settings, drift_iter, fig5["n_candidates"])
+    drift_tuning = json.load(open(smk.input.drift_tuning))
+    drift_iter, drift_refine_top = int(drift_tuning["n_iter"]), int(drift_tuning.get("refine_top", 1))
+    log.info("Figure 5: %d volumes, mask %s, steps %s, G %s, DART %s, DRIFT K=%d, M=%d, N=%d", len(problems), p.mask,
+             fig5["steps"], list(p.partitions), dart_settings, drift_iter, drift_refine_top, fig5["n_candidates"])
     sweep = steps_sweep(models, problems, steps=fig5["steps"], sampling=p.sampling, dart_settings=dart_settings,
-                        drift_iter=drift_iter, n_candidates=fig5["n_candidates"], seed=p.seed)
+                        drift_iter=drift_iter, n_candidates=fig5["n_candidates"], seed=p.seed,
+                        drift_refine_top=drift_refine_top)
     model_mb = model_memory_per_device(paths_by_g, slices=volumes.shape[1], train_batch=p.train_batch,
                                        sample_batch=p.generate["batch_size"])
     cost = cost_per_device(train_by_g, dict(zip(p.partitions, smk.input.generate_benchmarks)),

@@ -13,7 +13,7 @@ def main(smk):
     frame = read_rows(smk.input)
     p = smk.params
     labels = {"dart": f"DART (G={p.partitions['mri']}/{p.partitions['stem']})",
-              "drift": f"DRIFT (N={p.n_candidates})"}
+              "drift": f"DRIFT (N={p.n_candidates['mri']}/{p.n_candidates['stem']})"}
     for name in ("table1", "table2"):
         table = paper_table(frame, name, labels=labels)
         with atomic_path(smk.output[f"{name}_csv"]) as tmp:

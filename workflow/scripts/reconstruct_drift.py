@@ -12,16 +12,18 @@ from physdiff.workflow import log, run_step
 def main(smk):
     p = smk.params
     problem, truth, sigma, ids = load_test_problem(smk.input, smk.wildcards, p.modality, p.problem)
-    n_iter = int(json.loads(open(smk.input.tuning).read())["n_iter"])
+    tuning = json.loads(open(smk.input.tuning).read())
+    # tuning files written before M was tuned hold only K: their DRIFT refined the best-scored one
+    n_iter, refine_top = int(tuning["n_iter"]), int(tuning.get("refine_top", 1))
     candidates = problem.transform.decode(np.load(smk.input.candidates))[: p.n_candidates]
-    volumes, rows, scores = run_drift(candidates, problem, truth, modality=p.modality, n_iter=n_iter, sigma=sigma)
+    volumes, rows, table = run_drift(candidates, problem, truth, modality=p.modality, n_iter=n_iter,
+                                     refine_top=refine_top, sigma=sigma)
     for row in rows:
         row = {"modality": p.modality, **ids, **row}
         log.info("%s", row)
         save_json(smk.output[f"{row['method']}_metrics"], row)
         save_npy(smk.output[f"{row['method']}_recon"], volumes[row["method"]])
-    save_csv_rows(smk.output.scores, [{"candidate": i, "score": s, "chosen": i == int(np.argmax(scores))}
-                                      for i, s in enumerate(scores)])
+    save_csv_rows(smk.output.scores, table)
 
 
 run_step(snakemake, main)  # noqa: F821

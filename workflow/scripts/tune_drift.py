@@ -1,10 +1,10 @@
-"""Choose DRIFT's K (the solver iterations, shared with its physics-only twin) on the validation split."""
+"""Choose DRIFT's K (the solver iterations, shared with its physics-only twin) and how many of the
+best-scored candidates it refines (M) on the validation split."""
 
 import numpy as np
 
 from physdiff.io import save_json
-from physdiff.recon.drift import drift
-from physdiff.recon.run_prior import load_val_problems, score, tune_drift_iterations
+from physdiff.recon.run_prior import load_val_problems, tune_drift
 from physdiff.workflow import log, run_step
 
 
@@ -13,16 +13,13 @@ def main(smk):
     problems = load_val_problems(smk.input, p.modality, p.problem, p.n_val)
     transform = problems[0][0].transform
     candidates = transform.decode(np.load(smk.input.candidates))[: p.n_candidates]
-
-    def evaluate(n_iter):
-        return float(np.mean([score(p.modality, drift(candidates, problem, n_iter=n_iter, progress=False).volume,
-                                    truth, sigma)["ssim"] for problem, truth, sigma in problems]))
-
-    result = tune_drift_iterations(evaluate, p.grid)
-    log.info("DRIFT (%s): chose K = %d, validation SSIM %.4f%s", p.modality, result["best"], result["score"],
-             " (on the edge of the values tried)" if result["on_edge"] else "")
-    save_json(smk.output[0], {"n_iter": result["best"], "score": result["score"], "on_edge": result["on_edge"],
-                              "table": result["table"], "n_val": len(problems), "modality": p.modality})
+    result = tune_drift(candidates, problems, modality=p.modality, grid=p.grid, refine_top=p.refine_top)
+    log.info("DRIFT (%s): chose K = %d%s and M = %d%s of N = %d, validation SSIM %.4f", p.modality,
+             result["n_iter"], " (on the edge of the values tried)" if result["on_edge"] else "",
+             result["refine_top"], " (the most tried)" if result["refine_on_edge"] else "", len(candidates),
+             result["score"])
+    save_json(smk.output[0], {**result, "n_val": len(problems), "modality": p.modality,
+                              "n_candidates": len(candidates)})
 
 
 run_step(snakemake, main)  # noqa: F821

@@ -104,6 +104,10 @@ class MRIProblem:
         """||M ⊙ F x - M ⊙ y|| of an image x (S, H, W)."""
         return float((self.op.A(x.to(torch.complex64)) - self._y_on(x.device) * self._mask_on(x.device)).norm())
 
+    def loss(self, x: Any) -> float:
+        """The data term ||M ⊙ F x - M ⊙ y||^2 of an image x (S, H, W), as DRIFT compares refined starts."""
+        return self.residual(torch.as_tensor(np.asarray(x, np.float32))) ** 2
+
     def _mask_on(self, device: torch.device) -> torch.Tensor:
         return self.op._mask_like(self._y_on(device), "k-space y")
 

@@ -28,7 +28,7 @@ from physdiff.models.diffusion import GaussianDiffusion
 from physdiff.models.train import load_model
 from physdiff.physics.mri import simulate_kspace
 from physdiff.recon.dart import dart
-from physdiff.recon.drift import drift, physics_only
+from physdiff.recon.drift import check_candidates, drift, lowest_loss, physics_only, ranked, score_candidates
 from physdiff.recon.problems import MRIProblem, STEMProblem
 from physdiff.recon.run import mri_params, peak_memory_mb, stem_params
 from physdiff.recon.tuning import tune_scalar
@@ -101,16 +101,25 @@ def run_dart(models, problem, truth: np.ndarray, *, modality: str, settings: dic
 
 
 def run_drift(candidates: np.ndarray, problem, truth: np.ndarray, *, modality: str, n_iter: int,
-              sigma: float | None = None, progress: bool = True) -> tuple[dict, list[dict], list[float]]:
-    """DRIFT and its physics-only twin on one problem; returns ({method: volume}, rows, scores)."""
+              refine_top: int = 1, sigma: float | None = None,
+              progress: bool = True) -> tuple[dict, list[dict], list[dict]]:
+    """DRIFT and its physics-only twin on one problem.
+
+    Returns ({method: volume}, rows, candidates): one row per candidate with its score, its rank
+    by score, its data loss after refining (refined ones only) and whether it was chosen.
+    """
     device = "cuda" if torch.cuda.is_available() else None
-    refined = drift(candidates, problem, n_iter=n_iter, progress=progress)
+    refined = drift(candidates, problem, n_iter=n_iter, refine_top=refine_top, progress=progress)
     twin = physics_only(problem, n_iter=n_iter)
     common = {"iterations": n_iter, "param_n_candidates": len(candidates)}
     rows = [_row(modality, "drift", refined.volume, truth, sigma, refined.seconds, device, **common,
-                 best_candidate=refined.best, best_score=refined.scores[refined.best]),
+                 param_refine_top=refine_top, best_candidate=refined.best, best_score=refined.scores[refined.best]),
             _row(modality, "drift_physics_only", twin.volume, truth, sigma, twin.seconds, device, **common)]
-    return {"drift": refined.volume, "drift_physics_only": twin.volume}, rows, refined.scores
+    rank = {i: r for r, i in enumerate(ranked(refined.scores))}
+    loss = dict(zip(refined.refined, refined.losses))
+    table = [{"candidate": i, "score": s, "rank": rank[i], "loss": loss.get(i, ""), "chosen": i == refined.best}
+             for i, s in enumerate(refined.scores)]
+    return {"drift": refined.volume, "drift_physics_only": twin.volume}, rows, table
 
 
 def grid_settings(base: dict, grid: dict[str, Sequence]) -> list[dict]:
@@ -137,21 +146,70 @@ def tune_dart(evaluate: Callable[[dict], float], base: dict, grid: dict[str, Seq
     return {"settings": best["settings"], "score": best["score"], "table": table}
 
 
-def tune_drift_iterations(evaluate: Callable[[int], float], grid: Sequence[int], *, upper: int = 1000) -> dict:
-    """Pick DRIFT's K (shared with its twin) by mean validation SSIM; K is searched past grid edges."""
-    cache: dict[int, float] = {}
+def tune_drift(candidates: np.ndarray, problems: Sequence[tuple[Any, np.ndarray, float | None]], *,
+               modality: str, grid: Sequence[int], refine_top: int = 1, max_extend: int = 3,
+               upper: int = 1000) -> dict:
+    """Choose DRIFT's K (the solver iterations, shared with its twin) and M (how many of the
+    best-scored candidates are refined; `drift(refine_top=M)`) by mean validation SSIM.
+
+    `problems` are [(problem, truth, sigma)]. Each problem scores the candidates once, and each
+    (problem, candidate, K) is solved once: refining the `refine_top` best gives DRIFT's pick for
+    every M up to it. K is searched past the edges of `grid` (`tune_scalar`, scoring each K by
+    its best M). Where the best M at the chosen K is the largest tried and fewer than N, M doubles
+    there, up to `max_extend` times. `refine_top` = 1 keeps the paper's pick by score.
+
+    Returns {"n_iter", "refine_top", "score", "on_edge" (K), "refine_on_edge" (M),
+    "table": [{"n_iter", "refine_top", "score"}]}.
+    """
+    if refine_top < 1:
+        raise ConfigError(f"recon.drift.refine_top must be >= 1, got {refine_top}")
+    scored = [score_candidates(check_candidates(candidates, problem), problem) for problem, _, _ in problems]
+    orders = [ranked(scores) for _, scores in scored]
+    n = len(candidates)
+    solved: dict[tuple[int, int, int], tuple[float, float]] = {}  # (problem, candidate, K) -> (loss, SSIM)
+    table: dict[tuple[int, int], float] = {}  # (K, M) -> mean validation SSIM
+
+    def refine(j: int, i: int, k: int) -> tuple[float, float]:
+        if (j, i, k) not in solved:
+            problem, truth, sigma = problems[j]
+            volume = np.asarray(problem.solve(scored[j][0][i], k), np.float32)
+            solved[j, i, k] = float(problem.loss(volume)), score(modality, volume, truth, sigma)["ssim"]
+        return solved[j, i, k]
+
+    def evaluate(k: int, m_max: int) -> None:
+        m_max = min(m_max, n)
+        per_problem = [[refine(j, i, k) for i in order[:m_max]] for j, order in enumerate(orders)]
+        for m in range(1, m_max + 1):
+            if (k, m) not in table:
+                table[k, m] = float(np.mean([runs[lowest_loss([loss for loss, _ in runs], m)][1]
+                                             for runs in per_problem]))
+        log.info("DRIFT K = %d: validation SSIM %s", k,
+                 ", ".join(f"{table[k, m]:.4f} (M = {m})" for m in range(1, m_max + 1)))
+
+    def best_m(k: int) -> int:
+        tried = sorted(m for kk, m in table if kk == k)
+        return max(tried, key=lambda m: table[k, m])  # ties: the fewest refined
 
     def score_k(value: float) -> float:
         k = max(1, int(round(value)))
-        if k not in cache:
-            cache[k] = float(evaluate(k))
-            log.info("DRIFT K = %d: validation SSIM %.4f", k, cache[k])
-        return cache[k]
+        evaluate(k, refine_top)
+        return table[k, best_m(k)]
 
     result = tune_scalar(score_k, grid, lower=0.5, upper=upper, name="recon.drift.n_iter")
-    result["best"] = max(1, int(round(result["best"])))
-    return result
-
+    k = max(1, int(round(result["best"])))
+    m_max = min(refine_top, n)
+    for _ in range(max_extend):
+        if refine_top == 1 or best_m(k) < m_max or m_max == n:
+            break
+        m_max = min(2 * m_max, n)
+        evaluate(k, m_max)
+    m = best_m(k)
+    refine_on_edge = refine_top > 1 and m == m_max < n
+    if refine_on_edge:
+        log.warning("tuning 'recon.drift.refine_top': the best M = %d is the most tried (of N = %d)", m, n)
+    return {"n_iter": k, "refine_top": m, "score": table[k, m], "on_edge": result["on_edge"],
+            "refine_on_edge": bool(refine_on_edge),
+            "table": [{"n_iter": kk, "refine_top": mm, "score": v} for (kk, mm), v in sorted(table.items())]}
 
 
 def _mri_solver_params(tuning_path: str | None, solver: str, wavelet: str, levels: int | None) -> dict:

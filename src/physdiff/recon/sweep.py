@@ -51,12 +51,13 @@ def _peak_mb(devices) -> float:
 
 def steps_sweep(models_by_g: Mapping[int, Sequence[Callable]], problems: Sequence[tuple], *, steps: Sequence[int],
                 sampling: Mapping, dart_settings: Mapping, drift_iter: int, n_candidates: int, seed: int = 0,
-                devices_by_g: Mapping[int, Sequence] | None = None) -> pd.DataFrame:
+                drift_refine_top: int = 1, devices_by_g: Mapping[int, Sequence] | None = None) -> pd.DataFrame:
     """One row per (method, G, steps, volume): seconds, ssim, peak_mem_mb (per device), device.
 
     `problems` holds (problem, truth) pairs of MRI-like problems (`shape`, `transform`, `score`,
     `solve`, `data_step`); `sampling` gives the unconditional sampler and eta (as prior.sampling);
-    `dart_settings` are the tuned DART settings, whose steps the sweep replaces.
+    `dart_settings` are the tuned DART settings, whose steps the sweep replaces; `drift_iter` and
+    `drift_refine_top` are DRIFT's tuned K and M.
     """
     if not problems:
         raise InputError("Figure 5: no measured volumes to reconstruct")
@@ -87,7 +88,7 @@ def steps_sweep(models_by_g: Mapping[int, Sequence[Callable]], problems: Sequenc
                 candidates = np.asarray(problem.transform.decode(pool), np.float32)
                 rows.append({**base, "method": "vanilla", "volume": v, "seconds": float(np.mean(times)),
                              "ssim": ssim_volume(candidates[0], truth), "peak_mem_mb": sample_peak})
-                refined = drift(candidates, problem, n_iter=drift_iter, progress=False)
+                refined = drift(candidates, problem, n_iter=drift_iter, refine_top=drift_refine_top, progress=False)
                 rows.append({**base, "method": "drift", "volume": v, "seconds": sum(times) + refined.seconds,
                              "ssim": ssim_volume(refined.volume, truth), "peak_mem_mb": sample_peak})
                 _reset_peaks(devices)

@@ -17,7 +17,6 @@ that a partial run has not written (the config's solver weight).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from prior_compute import drift_pool, drift_ssims  # noqa: E402
 
 def main() -> None:
     from physdiff.config import mri_problem_config, validate_config
-    from physdiff.recon.run_prior import load_partition_models, load_test_problem, validation_problems
+    from physdiff.recon.run_prior import load_drift_tuning, load_partition_models, load_test_problem, validation_problems
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modality", choices=["mri", "stem"], default="mri")
@@ -53,8 +52,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     res, mask_name = Path(args.results), args.mask or cfg["recon"]["dart"]["mri_tune_mask"]
-    tuning = json.loads((res / f"recon/{args.modality}/tuning/drift.json").read_text())
-    K, M = args.k or tuning["n_iter"], tuning.get("refine_top", 1)
+    K, M = load_drift_tuning(res / f"recon/{args.modality}/tuning/drift.json")
+    K = args.k or K
     if args.split == "val":
         problems = validation_problems(res, cfg, args.modality, args.n, solver_tuning=not args.no_solver_tuning)
     else:  # as the reconstruct_drift_mri rule reads and measures test sample i

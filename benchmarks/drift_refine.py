@@ -39,8 +39,8 @@ def main() -> None:
     from physdiff.errors import InputError
     from physdiff.models.sampling import sample_volumes
     from physdiff.recon.drift import drift
-    from physdiff.recon.run_prior import (build_problem, load_partition_models, run_drift, score, tune_drift,
-                                          validation_problems)
+    from physdiff.recon.run_prior import (build_problem, load_drift_tuning, load_partition_models, run_drift, score,
+                                          tune_drift, validation_problems)
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="results", help="a run's results folder")
@@ -77,8 +77,8 @@ def main() -> None:
         raise InputError(f"{pool_path}: {len(candidates)} candidates, recon.drift.n_candidates.stem is {n_pool}")
 
     if args.tuning:
-        tuned = json.loads(Path(args.tuning).read_text())
-        print(f"K = {tuned['n_iter']}, M = {tuned.get('refine_top', 1)} from {args.tuning}", flush=True)
+        K, M = load_drift_tuning(args.tuning)
+        print(f"K = {K}, M = {M} from {args.tuning}", flush=True)
     else:
         start = time.perf_counter()
         tuned = tune_drift(candidates, problems, modality="stem", grid=rc["drift"]["n_iter_grid"]["stem"],
@@ -87,7 +87,7 @@ def main() -> None:
               f"{tuned['n_iter']}, M = {tuned['refine_top']}, validation SSIM {tuned['score']:.4f}", flush=True)
         for row in tuned["table"]:
             print(f"  K = {row['n_iter']:4d}  M = {row['refine_top']}  {row['score']:.4f}", flush=True)
-    K, M = int(tuned["n_iter"]), int(tuned.get("refine_top", 1))
+        K, M = tuned["n_iter"], tuned["refine_top"]
     baseline_iter = int(json.loads(solver_tuning.read_text())["n_iter"])
 
     plan, out = stem_plan(cfg), {"n_iter": K, "refine_top": M, "n_candidates": n_pool}

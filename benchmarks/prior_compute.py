@@ -160,10 +160,9 @@ def drift_ssims(pool: np.ndarray, problems, modality: str, n_iter: int, *, refin
 
 def drift_line(cfg: dict, res: Path, modality: str, models, n_val: int, shape) -> str:
     """DRIFT and its twin on the first n_val validation problems, from a pool these models draw."""
-    from physdiff.recon.run_prior import validation_problems
+    from physdiff.recon.run_prior import load_drift_tuning, validation_problems
 
-    tuning = json.loads((res / f"recon/{modality}/tuning/drift.json").read_text())
-    K, M = tuning["n_iter"], tuning.get("refine_top", 1)
+    K, M = load_drift_tuning(res / f"recon/{modality}/tuning/drift.json")
     problems = validation_problems(res, cfg, modality, n_val, solver_tuning=True)  # tune_drift's
     drift, twin = drift_ssims(drift_pool(cfg, modality, models, shape), problems, modality, K, refine_top=M)
     return (f"DRIFT (pool of {cfg['recon']['drift']['n_candidates'][modality]}, K = {K}, M = {M}): validation SSIM "

@@ -73,6 +73,7 @@ def main() -> None:
     import yaml
 
     from physdiff.config import mri_problem_config, validate_config
+    from physdiff.recon.run_prior import load_drift_tuning
 
     res = Path(args.results)
     cfg = validate_config(yaml.safe_load(Path("config/config.yaml").read_text()))
@@ -80,12 +81,12 @@ def main() -> None:
     problem_cfg = mri_problem_config(cfg)
     tuning = {m: str(res / f"recon/mri/tuning/{args.mask}/{m}.json") for m in ("cs_l1_wavelet", "tv", "projection")}
     settings = json.loads((res / "recon/mri/tuning/dart.json").read_text())["settings"]
-    drift_tuning = json.loads((res / "recon/mri/tuning/drift.json").read_text())
+    drift_iter, drift_refine_top = load_drift_tuning(res / "recon/mri/tuning/drift.json")
     base = {"data": str(res / "data/mri/brats/test.npy"), "mask": str(res / f"data/mri/masks/{args.mask}.npy"),
             "cfg": problem_cfg, "tuning": tuning, "max_iter": rc["mri"]["max_iter"], "threads": args.threads,
             "models": [str(res / f"prior/mri/G{args.G}/g{g}/model.pt") for g in range(args.G)],
             "candidates": str(res / "recon/mri/drift/candidates.npy"),
-            "n_iter": drift_tuning["n_iter"], "refine_top": drift_tuning.get("refine_top", 1)}
+            "n_iter": drift_iter, "refine_top": drift_refine_top}
     methods = {"zero_filled": {}, "cs_l1_wavelet": {}, "tv": {}, "projection": {},
                f"dart_ddim{settings['steps']}": {"settings": settings},
                f"dart_ddpm{args.ddpm_steps}": {"settings": {**settings, "sampler": "ddpm", "steps": args.ddpm_steps}},

@@ -361,3 +361,16 @@ def test_stem_drift_finds_the_lateral_shift_of_a_displaced_candidate(copt3):  # 
     moved = shift_periodic(v, (1.5, -0.25))
     np.testing.assert_allclose(moved.mean(axis=(1, 2)), v.mean(axis=(1, 2)), rtol=1e-5)
     np.testing.assert_allclose(shift_periodic(moved, (-1.5, 0.25)), v, atol=0.05 * v.max())
+
+
+def test_drift_tuning_file_gives_k_and_m_and_names_a_bad_file(tmp_path):
+    from physdiff.recon.run_prior import load_drift_tuning
+
+    path = tmp_path / "drift.json"
+    path.write_text('{"n_iter": 10, "refine_top": 4}')
+    assert load_drift_tuning(path) == (10, 4)
+    path.write_text('{"n_iter": 7}')  # written before M was tuned: the pick by score alone
+    assert load_drift_tuning(path) == (7, 1)
+    path.write_text('{"refine_top": 4}')
+    with pytest.raises(InputError, match="drift.json.*n_iter"):
+        load_drift_tuning(path)

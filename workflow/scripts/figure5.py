@@ -7,7 +7,7 @@ import numpy as np
 from physdiff.io import atomic_path
 from physdiff.models.train import load_checkpoint
 from physdiff.plots.figure5 import figure5_frame, plot_figure5
-from physdiff.recon.run_prior import build_problem, load_partition_models
+from physdiff.recon.run_prior import build_problem, load_drift_tuning, load_partition_models
 from physdiff.recon.sweep import cost_per_device, model_memory_per_device, steps_sweep
 from physdiff.workflow import log, run_step
 
@@ -30,8 +30,7 @@ def main(smk):
         seconds_by_g[G] = [load_checkpoint(path).get("train_seconds") for path in paths[start:start + G]]
         start += G
     dart_settings = json.load(open(smk.input.dart_tuning))["settings"]
-    drift_tuning = json.load(open(smk.input.drift_tuning))
-    drift_iter, drift_refine_top = int(drift_tuning["n_iter"]), int(drift_tuning.get("refine_top", 1))
+    drift_iter, drift_refine_top = load_drift_tuning(smk.input.drift_tuning)
     log.info("Figure 5: %d volumes, mask %s, steps %s, G %s, DART %s, DRIFT K=%d, M=%d, N=%d", len(problems), p.mask,
              fig5["steps"], list(p.partitions), dart_settings, drift_iter, drift_refine_top, fig5["n_candidates"])
     sweep = steps_sweep(models, problems, steps=fig5["steps"], sampling=p.sampling, dart_settings=dart_settings,

@@ -1,20 +1,16 @@
 """Reconstruct one test volume or sample with DRIFT and with its physics-only twin (same solver, same K)."""
 
-import json
-
 import numpy as np
 
 from physdiff.io import save_csv_rows, save_json, save_npy
-from physdiff.recon.run_prior import load_test_problem, run_drift
+from physdiff.recon.run_prior import load_drift_tuning, load_test_problem, run_drift
 from physdiff.workflow import log, run_step
 
 
 def main(smk):
     p = smk.params
     problem, truth, sigma, ids = load_test_problem(smk.input, smk.wildcards, p.modality, p.problem)
-    tuning = json.loads(open(smk.input.tuning).read())
-    # tuning files written before M was tuned hold only K: their DRIFT refined the best-scored one
-    n_iter, refine_top = int(tuning["n_iter"]), int(tuning.get("refine_top", 1))
+    n_iter, refine_top = load_drift_tuning(smk.input.tuning)
     candidates = problem.transform.decode(np.load(smk.input.candidates))[: p.n_candidates]
     volumes, rows, table = run_drift(candidates, problem, truth, modality=p.modality, n_iter=n_iter,
                                      refine_top=refine_top, sigma=sigma)

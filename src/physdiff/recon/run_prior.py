@@ -212,6 +212,15 @@ def tune_drift(candidates: np.ndarray, problems: Sequence[tuple[Any, np.ndarray,
             "table": [{"n_iter": kk, "refine_top": mm, "score": v} for (kk, mm), v in sorted(table.items())]}
 
 
+def load_drift_tuning(path: str | Path) -> tuple[int, int]:
+    """DRIFT's tuned (K, M) from a tune_drift file. Files written before M was tuned hold only K;
+    their DRIFT refined the best-scored candidate alone, so M = 1."""
+    tuning = json.loads(Path(path).read_text())
+    if "n_iter" not in tuning:
+        raise InputError(f"{path}: no 'n_iter'; expected a tune_drift file with DRIFT's K")
+    return int(tuning["n_iter"]), int(tuning.get("refine_top", 1))
+
+
 def _mri_solver_params(tuning_path: str | None, solver: str, wavelet: str, levels: int | None) -> dict:
     """The DRIFT MRI solver's weight: the one the baseline of that name was tuned to for the mask."""
     tuned = json.loads(Path(tuning_path).read_text()) if tuning_path else None

@@ -1,6 +1,7 @@
 """DART against the tuned classical baselines on real MRI volumes that ship inside installed packages.
 
     python benchmarks/real_mri.py [--results results] [--mask gaussian_R4] [--volumes PATH ...] [--models g0.pt g1.pt]
+    python benchmarks/real_mri.py --array results/data/mri/roots/ood.npy [--n 6]
 
 The prior never sees these scans: they are preprocessed exactly as the pipeline's volumes
 (`physdiff.data.mri_prep.preprocess_volume`: the central slab of mri.n_slices axial slices,
@@ -11,7 +12,10 @@ volumes: nibabel's `tests/data/anatomical.nii` (a T1 head, 2 mm) and nilearn's 1
 T1 template (an average of 152 T1 scans; the synthetic generator uses its tissue maps, not its
 intensities). Both are T1-weighted while the prior learnt FLAIR-like contrast, so this measures
 robustness to contrast as much as to anatomy. It chooses nothing; it reads no test volume.
-`--models` scores other partition model files (g = 0..G-1) than the pipeline's.
+`--models` scores other partition model files (g = 0..G-1) than the pipeline's. `--array` takes
+volumes the pipeline has already prepared, (N, S, H, W) in [0, 1] (the OOD roots: the same
+measurement, seeds and methods as the reconstruct rules, with the default `--mask`), and `--n` the first N
+of them; the last line gives each method's mean.
 """
 
 from __future__ import annotations
@@ -44,6 +48,22 @@ def packaged_volumes() -> dict[str, np.ndarray]:
             "nilearn ICBM152 T1": datasets.load_mni152_template(resolution=1).get_fdata(dtype=np.float32)}
 
 
+def prepared_volumes(path: str, n: int | None, cfg: dict) -> dict[str, np.ndarray]:
+    """The first n volumes of an (N, S, H, W) array the pipeline prepared, checked against the config's size."""
+    from physdiff.errors import InputError
+
+    try:
+        volumes = np.load(path)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a readable .npy array of volumes ({err})") from err
+    size = cfg["mri"]["size"]
+    expected = (cfg["mri"]["n_slices"], *(size if isinstance(size, (list, tuple)) else (size, size)))
+    if volumes.ndim != 4 or tuple(volumes.shape[1:]) != expected or not np.all(np.isfinite(volumes)):
+        raise InputError(f"{path}: expected finite volumes (N, {', '.join(map(str, expected))}), "
+                         f"got {volumes.dtype} {volumes.shape}")
+    return {f"{Path(path).name}[{i}]": v.astype(np.float32) for i, v in enumerate(volumes[:n])}
+
+
 def partition_models(res: Path, cfg: dict, paths: list[str] | None = None) -> tuple[int, list]:
     """(G, models): the given partition model files, or the pipeline's G = recon.partitions.mri ones."""
     G = len(paths) if paths else cfg["recon"]["partitions"]["mri"]
@@ -67,6 +87,9 @@ def main() -> None:
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--mask", default="gaussian_R4")
     parser.add_argument("--volumes", nargs="*", default=[], help="NIfTI files to use instead of the packaged ones")
+    parser.add_argument("--array", default=None,
+                        help="an (N, S, H, W) .npy of prepared volumes (e.g. results/data/mri/roots/ood.npy) instead")
+    parser.add_argument("--n", type=int, default=None, help="with --array: only the first N volumes")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and BLAS threads (default: all cores); 1 when sharing the machine with other jobs")
     parser.add_argument("--models", nargs="*", default=None,
@@ -77,23 +100,30 @@ def main() -> None:
     res = Path(args.results)
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     rc, mri = cfg["recon"], cfg["mri"]
-    volumes = {Path(p).name: load_volume(p) for p in args.volumes} if args.volumes else packaged_volumes()
+    volumes = prepared_volumes(args.array, args.n, cfg) if args.array else (
+        {Path(p).name: load_volume(p) for p in args.volumes} if args.volumes else packaged_volumes())
     mask = np.load(res / f"data/mri/masks/{args.mask}.npy")
     G, models = partition_models(res, cfg, args.models)
     settings = json.loads((res / "recon/mri/tuning/dart.json").read_text())["settings"]
     problem_cfg = mri_problem_config(cfg)
     print(f"mask {args.mask}, DART G = {G} with {settings}", flush=True)
-    for name, raw in volumes.items():
-        truth = preprocess_volume(raw, n_slices=mri["n_slices"], size=mri["size"], margin=mri["crop_margin"])
+    table: dict[str, list[float]] = {}
+    for i, (name, raw) in enumerate(volumes.items()):
+        seed = cfg["seed"] + (i if args.array else 0)  # prepared volume i is measured as the reconstruct rules do
+        truth = raw if args.array else preprocess_volume(raw, n_slices=mri["n_slices"], size=mri["size"],
+                                                         margin=mri["crop_margin"])
         scores = {}
-        y = simulate_kspace(truth, mask, noise_std=rc["mri"]["noise_std"], seed=cfg["seed"])
+        y = simulate_kspace(truth, mask, noise_std=rc["mri"]["noise_std"], seed=seed)
         for method in ("zero_filled", "cs_l1_wavelet", "tv"):
             scores[method] = baseline_ssim(method, y, mask, truth, res=res, mask_name=args.mask, cfg=cfg)
-        problem = build_problem("mri", problem_cfg, volume=truth, mask=mask, seed=cfg["seed"])
+        problem = build_problem("mri", problem_cfg, volume=truth, mask=mask, seed=seed)
         scores["dart"] = run_dart(models, problem, truth, modality="mri", settings=settings, seed=cfg["seed"],
                                   progress=False)[1]["ssim"]
         print(f"{name} {tuple(raw.shape)} -> {truth.shape}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()),
               flush=True)
+        for k, v in scores.items():
+            table.setdefault(k, []).append(v)
+    print(f"mean over {len(volumes)}: " + ", ".join(f"{k} {np.mean(v):.3f} ± {np.std(v):.3f}" for k, v in table.items()))
 
 
 if __name__ == "__main__":

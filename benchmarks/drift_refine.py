@@ -13,12 +13,13 @@ What the tune_drift and reconstruct_drift_stem rules do, outside Snakemake and w
    tune_drift file to reuse; the solver gets its baseline's tuned weight
    (`results/recon/stem/tuning/<solver>.json`, required).
 3. On the first `recon.max_samples` samples of each split, as the reconstruct rules order them:
-   DRIFT with the tuned K and M, DRIFT with M = 1 (the paper's pick by score), the physics-only
+   DRIFT with the tuned K and M, DRIFT with M = 1 (the paper's pick by score: the best-scored of
+   the M refined, `DRIFTResult.refined_volumes[0]`, so nothing is scored or solved twice), the physics-only
    twin (same K from V = 0) and the sparse-decomposition baseline at its own tuned iterations
    (the solver's tuning file). Phase-projection SSIM against the ground truth, per sample and
    as mean ± std, and on how many samples DRIFT beats its twin.
 Runs on CUDA where there is one, else on the CPU (`--threads`); a sample takes 4-6 minutes on
-this 2-core CPU (64 bright-field scores, 6 solves of K sweeps and the baseline's).
+this 2-core CPU (64 bright-field scores, M + 1 solves of K sweeps and the baseline's).
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ def main() -> None:
     from physdiff.data.stem_sim import load_sample
     from physdiff.errors import InputError
     from physdiff.models.sampling import sample_volumes
-    from physdiff.recon.drift import drift
-    from physdiff.recon.run_prior import (build_problem, load_drift_tuning, load_partition_models, run_drift, score,
-                                          tune_drift, validation_problems)
+    from physdiff.recon.drift import drift, physics_only
+    from physdiff.recon.run_prior import (build_problem, load_drift_tuning, load_partition_models, score, tune_drift,
+                                          validation_problems)
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="results", help="a run's results folder")
@@ -101,13 +102,12 @@ def main() -> None:
                                     solver_tuning=str(solver_tuning))
             truth, sigma = np.asarray(sample["potential"], np.float32), float(sample["sigma"])
             start = time.perf_counter()
-            _, pair, table = run_drift(candidates, problem, truth, modality="stem", n_iter=K, refine_top=M,
-                                       sigma=sigma, progress=False)
-            paper = drift(candidates, problem, n_iter=K, refine_top=1, progress=False).volume
-            baseline = problem.solve(problem.naive_start(), baseline_iter)
-            row = {"sample": name, "drift": pair[0]["ssim"], "drift_m1": score("stem", paper, truth, sigma)["ssim"],
-                   "twin": pair[1]["ssim"], solver: score("stem", baseline, truth, sigma)["ssim"],
-                   "chosen_rank": next(c["rank"] for c in table if c["chosen"])}
+            result = drift(candidates, problem, n_iter=K, refine_top=M, progress=False)
+            volumes = {"drift": result.volume, "drift_m1": result.refined_volumes[0],  # the paper's pick, refined
+                       "twin": physics_only(problem, n_iter=K).volume,
+                       solver: problem.solve(problem.naive_start(), baseline_iter)}
+            row = {"sample": name, **{m: score("stem", v, truth, sigma)["ssim"] for m, v in volumes.items()},
+                   "chosen_rank": result.refined.index(result.best)}
             rows.append(row)
             print(f"{split} {name}: " + ", ".join(f"{m} {row[m]:.4f}" for m in methods)
                   + f", chosen rank {row['chosen_rank']} ({time.perf_counter() - start:.0f} s)", flush=True)

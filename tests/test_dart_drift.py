@@ -216,6 +216,9 @@ def test_drift_refines_the_best_scored_and_keeps_the_lowest_data_loss(ranked_cas
     two = drift(candidates, problem, n_iter=4, refine_top=2, progress=False)
     assert two.refined == [0, 1] and two.best == 1  # candidate 2 fits best but was not refined
     assert two.losses[1] == pytest.approx(problem.loss(two.volume)) and two.losses[1] < two.losses[0]
+    # the refined volumes are kept, best score first: the first is the paper's pick, refined
+    np.testing.assert_array_equal(two.refined_volumes[0], paper.volume)
+    np.testing.assert_array_equal(two.refined_volumes[1], two.volume)
     three = drift(candidates, problem, n_iter=4, refine_top=3, progress=False)
     assert three.best == 2 and ssim_volume(three.volume, truth) > ssim_volume(two.volume, truth)
     everything = drift(candidates, problem, n_iter=0, refine_top=10, progress=False)  # M > N refines all N

@@ -28,7 +28,8 @@ from physdiff.errors import ConfigError, InputError
 @dataclass
 class DRIFTResult:
     """The reconstruction (S, H, W), every candidate's score, the chosen index, the candidates
-    refined (best score first) with their data loss after refining, and timings."""
+    refined (best score first) with their data loss and volume after refining, and timings.
+    `refined_volumes[0]` is the paper's pick (M = 1) refined."""
 
     volume: np.ndarray
     scores: list[float] = field(default_factory=list)
@@ -36,6 +37,7 @@ class DRIFTResult:
     seconds: float = 0.0
     refined: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
+    refined_volumes: list[np.ndarray] = field(default_factory=list)
 
 
 def score_candidates(candidates: np.ndarray, problem, *, progress: bool = False) -> tuple[np.ndarray, list[float]]:
@@ -93,7 +95,7 @@ def drift(candidates: np.ndarray, problem, *, n_iter: int, refine_top: int = 1, 
         losses.append(float(problem.loss(volumes[-1])))
     pick = lowest_loss(losses, len(losses))
     return DRIFTResult(volume=volumes[pick], scores=[float(s) for s in scores], best=refined[pick],
-                       seconds=time.perf_counter() - start, refined=refined, losses=losses)
+                       seconds=time.perf_counter() - start, refined=refined, losses=losses, refined_volumes=volumes)
 
 
 def physics_only(problem, *, n_iter: int) -> DRIFTResult:

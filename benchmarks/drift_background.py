@@ -28,7 +28,7 @@ def slice_means(v: np.ndarray) -> str:
 def main() -> None:
     from physdiff.config import load_config
     from physdiff.errors import InputError
-    from physdiff.recon.drift import ranked, score_candidates
+    from physdiff.recon.drift import drift, physics_only
     from physdiff.recon.run_prior import score, validation_problems
     from physdiff.workflow import set_threads
 
@@ -53,22 +53,23 @@ def main() -> None:
     pool = res / "recon/stem/drift/candidates.npy"
     if not pool.exists():
         raise InputError(f"{pool}: missing; run the drift_candidates rule first")
-    candidates, scores = score_candidates(problem.transform.decode(np.load(pool)), problem)
-    starts = {f"candidate {i}": candidates[i] for i in ranked(scores)[: args.top]}
-    starts["V = 0 (twin)"] = problem.naive_start()
+    # drift() refines the --top best-scored, keeping each refined volume and its data loss
+    result = drift(problem.transform.decode(np.load(pool)), problem, n_iter=args.k, refine_top=args.top,
+                   progress=True)
+    starts = {f"candidate {i}": (v, loss) for i, v, loss in zip(result.refined, result.refined_volumes, result.losses)}
+    twin = physics_only(problem, n_iter=args.k).volume
+    starts["V = 0 (twin)"] = (twin, float(problem.loss(twin)))
     print(f"validation sample {args.sample}, {args.k} sweeps at L1 weight {weight:g}; truth: total potential "
           f"{truth.sum():.3g} V·Å, per-slice means {slice_means(truth)}")
     print("| start | data loss | objective | SSIM | total potential | per-slice means |\n|---|---|---|---|---|---|")
-    rows = {}
-    for name, start in starts.items():
-        v = np.asarray(problem.solve(start, args.k), np.float32)
-        loss = float(problem.loss(v))
-        rows[name] = (loss, loss + weight * float(np.abs(v).sum()))
-        print(f"| {name} | {loss:.4g} | {rows[name][1]:.4g} | {score('stem', v, truth, sigma)['ssim']:.3f} | "
+    objective = {}
+    for name, (v, loss) in starts.items():
+        objective[name] = loss + weight * float(np.abs(v).sum())
+        print(f"| {name} | {loss:.4g} | {objective[name]:.4g} | {score('stem', v, truth, sigma)['ssim']:.3f} | "
               f"{v.sum():.3g} | {slice_means(v)} |", flush=True)
-    refined = [n for n in rows if n.startswith("candidate")]
-    print(f"lowest data loss (DRIFT's pick): {min(refined, key=lambda n: rows[n][0])}")
-    print(f"lowest objective: {min(refined, key=lambda n: rows[n][1])}")
+    refined = [n for n in starts if n.startswith("candidate")]
+    print(f"lowest data loss (DRIFT's pick): candidate {result.best}")
+    print(f"lowest objective: {min(refined, key=objective.get)}")
 
 
 if __name__ == "__main__":

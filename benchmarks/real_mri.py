@@ -51,16 +51,13 @@ def packaged_volumes() -> dict[str, np.ndarray]:
 def prepared_volumes(path: str, n: int | None, cfg: dict) -> dict[str, np.ndarray]:
     """The first n volumes of an (N, S, H, W) array the pipeline prepared, checked against the config's size."""
     from physdiff.errors import InputError
+    from physdiff.metrics.table3 import load_volumes
 
-    try:
-        volumes = np.load(path)
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: not a readable .npy array of volumes ({err})") from err
+    volumes = load_volumes(path)  # names the file if unreadable, not 4-D or not finite
     size = cfg["mri"]["size"]
     expected = (cfg["mri"]["n_slices"], *(size if isinstance(size, (list, tuple)) else (size, size)))
-    if volumes.ndim != 4 or tuple(volumes.shape[1:]) != expected or not np.all(np.isfinite(volumes)):
-        raise InputError(f"{path}: expected finite volumes (N, {', '.join(map(str, expected))}), "
-                         f"got {volumes.dtype} {volumes.shape}")
+    if tuple(volumes.shape[1:]) != expected:
+        raise InputError(f"{path}: expected volumes (N, {', '.join(map(str, expected))}), got {volumes.shape}")
     return {f"{Path(path).name}[{i}]": v.astype(np.float32) for i, v in enumerate(volumes[:n])}
 
 

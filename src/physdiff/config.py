@@ -162,6 +162,15 @@ def center_fraction(cfg: dict, acceleration: int) -> float:
     return float(table[str(acceleration)])
 
 
+DART_KEYS = ("sampler", "steps", "eta", "correction", "n_samples", "seam", "start", "mean_snr")
+
+
+def dart_settings(cfg: dict) -> dict:
+    """DART's starting settings from a validated config (`recon.dart`): what tune_dart varies its
+    grid around and what `physdiff.recon.dart.dart` takes as keyword arguments."""
+    return {k: cfg["recon"]["dart"][k] for k in DART_KEYS}
+
+
 def mri_problem_config(cfg: dict) -> dict:
     """What `physdiff.recon.run_prior.build_problem` needs for MRI, from a validated config."""
     rc = cfg["recon"]

@@ -6,7 +6,7 @@ from snakemake.exceptions import WorkflowError
 # environment, where it is not installed, find it through the symlink workflow/scripts/physdiff,
 # since Snakemake puts each script's folder on sys.path.
 
-from physdiff.config import validate_config, center_fraction, drift_pool_seed, mri_problem_config, prior_model_config, stem_problem_config
+from physdiff.config import validate_config, center_fraction, dart_settings, drift_pool_seed, mri_problem_config, prior_model_config, stem_problem_config
 from physdiff.errors import PhysdiffError
 
 try:
@@ -226,7 +226,7 @@ def problem_params(modality):
     return mri_problem_config(config) if modality == "mri" else stem_problem_config(config)
 
 
-DART_BASE = {k: RECON["dart"][k] for k in ("sampler", "steps", "eta", "correction", "n_samples", "seam", "start", "mean_snr")}
+DART_BASE = dart_settings(config)
 
 
 def mri_test_inputs(wildcards):

@@ -80,10 +80,13 @@ def main(argv: list[str] | None = None) -> None:
 
     cfg, res = load_config(args.config), Path(args.results)
     y, mask, truth, mask_name = measurement(args, cfg)
+    rc = cfg["recon"]["mri"]
     recon = {"zero_filled": MRI_BASELINES["zero_filled"](y, mask)}
     for method in ("cs_l1_wavelet", "tv"):
         weight = tuned(res / f"recon/mri/tuning/{mask_name}/{method}.json") or {"param": "lam", "value": args.lam}
-        recon[method] = MRI_BASELINES[method](y, mask, **mri_params(method, max_iter=None, tuned=weight))
+        params = mri_params(method, max_iter=rc["max_iter"][method], tuned=weight, wavelet=rc["cs_wavelet"],
+                            levels=rc["cs_levels"])
+        recon[method] = MRI_BASELINES[method](y, mask, **params)
 
     models = args.models or [res / f"prior/mri/G2/g{g}/model.pt" for g in range(2)]
     models = load_partition_models(models, slices=y.shape[0], size=y.shape[1:])

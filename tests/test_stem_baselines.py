@@ -180,3 +180,23 @@ def test_layerwise_sweep_takes_the_masked_physics_steps(copt3, sparsity):
                                        rtol=1e-9)
         torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-9)
     assert data_loss(model, ours, intensities) < 0.5 * data_loss(model, torch.zeros_like(truth4), intensities)
+
+
+def test_three_pie_wave_step_carries_the_update_to_the_entrance_slice(copt3):
+    # the wave step scales the exit-wave change passed back to slice s - 1: tied to a small object
+    # step it starves the entrance slice, which is why the tuning varies the object step alone
+    geometry, truth, intensities, model = copt3
+    entrance = {}
+    for wave in (0.2, 1.0):
+        potential, _ = three_pie(intensities, geometry, n_iter=4, step_object=0.2, step_wave=wave, model=model,
+                                 num_threads=1, progress=False)
+        entrance[wave] = float(potential[0].max() / truth[0].max())
+    assert entrance[1.0] > 2 * entrance[0.2]
+
+
+def test_tuned_three_pie_sets_the_object_step_and_keeps_the_wave_step():
+    from physdiff.recon.run import stem_params
+
+    params = stem_params("three_pie", {"n_iter": 20, "step_object": 1.0, "step_wave": 1.0},
+                         {"value": 0.3, "n_iter": 12})
+    assert params == {"n_iter": 12, "step_object": 0.3, "step_wave": 1.0}

@@ -106,13 +106,11 @@ STEM_TUNED_PARAM = {"three_pie": "step", "torchslice": "lr", "sparse_decompositi
 
 
 def _stem_kwargs(method: str, settings: dict[str, Any], value: float | None) -> dict[str, Any]:
-    """Keyword arguments of a STEM baseline with its tuned scalar set (3PIE's step sets both steps)."""
+    """Keyword arguments of a STEM baseline with its tuned scalar set (3PIE: the object step; its
+    wave step stays the configured one)."""
     kwargs = {k: v for k, v in settings.items() if k != "step"}
     if value is not None:
-        if method == "three_pie":
-            kwargs["step_object"] = kwargs["step_wave"] = float(value)
-        else:
-            kwargs[STEM_TUNED_PARAM[method]] = float(value)
+        kwargs["step_object" if method == "three_pie" else STEM_TUNED_PARAM[method]] = float(value)
     return kwargs
 
 

@@ -50,7 +50,7 @@ def _measure(task: dict) -> dict:
                             solver_tuning=task["tuning"][task["cfg"]["solver"]])
     if method.startswith("dart"):
         models = load_partition_models(task["models"], slices=volume.shape[0], size=volume.shape[1:])
-        _, row, _ = run_dart(models, problem, volume, modality="mri", settings=task["settings"], seed=task["cfg"]["seed"],
+        _, row, _ = run_dart(models, problem, volume, modality="mri", settings=task["settings"], seed=task["seed"],
                              progress=False)
         return {"wall_s": row["wall_s"], "peak_mb": row["peak_mem_mb"], "ssim": row["ssim"]}
     candidates = np.load(task["candidates"])
@@ -139,7 +139,7 @@ def _stem_tasks(args, cfg: dict, res: Path) -> tuple[dict, dict, dict, str]:
     drift_iter, drift_refine_top = load_drift_tuning(res / "recon/stem/tuning/drift.json")
     base = {"modality": "stem", "samples": [str(res / f"data/stem/test/{n}.npz") for n in names],
             "cfg": problem_cfg, "tuning": tuning, "baselines": baselines, "transform": str(res / "prior/stem/scale.json"),
-            "settings": {m: rc["stem"][m] for m in baselines}, "seed": cfg["seed"],
+            "settings": {m: rc["stem"][m] for m in baselines},
             "models": [str(res / f"prior/stem/G{args.G}/g{g}/model.pt") for g in range(args.G)],
             "candidates": str(res / "recon/stem/drift/candidates.npy"),
             "n_candidates": rc["drift"]["n_candidates"]["stem"], "n_iter": drift_iter, "refine_top": drift_refine_top}

@@ -4,9 +4,10 @@
 
 `--sample` is a `.npz` in the layout `physdiff.data.stem_sim.save_sample` writes: the diffraction
 intensities, the scan positions, the probe and slicing parameters, and the ground-truth
-potential, which is used for scoring only. (Measured data without a ground truth: build a
-`physdiff.physics.multislice.MultisliceGeometry` and a `physdiff.recon.problems.STEMProblem`
-from your intensities directly, as `main` below does from the sample.)
+potential, which is used for scoring only. The problem is built as the pipeline builds it
+(`physdiff.recon.run_prior.build_problem`). Measured data without a ground truth: build a
+`physdiff.physics.multislice.MultisliceGeometry` from your probe, scan and slicing and a
+`physdiff.recon.problems.STEMProblem` from your intensities directly.
 
 DART needs the trained partition models (`--models`, default: the default run's G = 2 models)
 and the potential transform stored beside their training data; DRIFT draws its candidates from
@@ -28,12 +29,9 @@ from physdiff.data.stem_sim import load_sample
 from physdiff.data.transforms import load_transform
 from physdiff.errors import InputError
 from physdiff.io import save_npz
-from physdiff.physics.multislice import MultisliceGeometry
 from physdiff.recon.dart import dart
 from physdiff.recon.drift import drift, physics_only
-from physdiff.recon.problems import STEMProblem
-from physdiff.recon.run import stem_params
-from physdiff.recon.run_prior import load_drift_tuning, load_partition_models, score
+from physdiff.recon.run_prior import build_problem, load_drift_tuning, load_partition_models, score
 from physdiff.workflow import run_cli
 
 
@@ -60,15 +58,12 @@ def main(argv: list[str] | None = None) -> None:
     pcfg, tuning = stem_problem_config(cfg), res / "recon/stem/tuning"
     sample = load_sample(args.sample)
     transform = load_transform(args.transform or res / "prior/stem/scale.json")
-    solver_tuning = existing(tuning / f"{pcfg['solver']}.json")
-    solver_params = stem_params(pcfg["solver"], pcfg["solver_params"],
-                                json.loads(solver_tuning.read_text()) if solver_tuning else None)
-    problem = STEMProblem(sample["intensities"], MultisliceGeometry.from_sample(sample), transform, k=pcfg["k"],
-                          sparsity=pcfg["sparsity"], form=pcfg["loss"], solver=pcfg["solver"],
-                          solver_params=solver_params)
+    # the solver gets its baseline's tuned weight and sweep count where the run tuned it
+    problem = build_problem("stem", pcfg, sample=sample, transform=transform,
+                            solver_tuning=existing(tuning / f"{pcfg['solver']}.json"))
     recon = {}
     # the classical solver alone, with its own (tuned) sweep count
-    recon[pcfg["solver"]] = problem.solve(problem.naive_start(), solver_params["n_iter"])
+    recon[pcfg["solver"]] = problem.solve(problem.naive_start(), problem.solver_params["n_iter"])
 
     pool = Path(args.pool or res / "recon/stem/drift/candidates.npy")
     if not pool.is_file():

@@ -26,7 +26,7 @@ class OraclePrior:
         self.slab = slab  # (S_g, H, W) in [-1, 1]
 
     def __call__(self, x, t):
-        return DIFF.eps_from_x0(x, int(t[0]), self.slab.expand_as(x))
+        return DIFF.eps_from_x0(x, int(t[0]), self.slab.to(x.device).expand_as(x))
 
 
 def oracle_models(volume_unit: np.ndarray, partitions: int):

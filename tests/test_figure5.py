@@ -23,7 +23,8 @@ def oracle_models(volume, partitions):
     x = to_network(torch.as_tensor(volume, dtype=torch.float32))
     s = x.shape[0]
     slabs = [x[g * s // partitions:(g + 1) * s // partitions] for g in range(partitions)]
-    return [lambda xt, t, slab=slab: DIFF.eps_from_x0(xt, int(t[0]), slab.expand_as(xt)) for slab in slabs]
+    return [lambda xt, t, slab=slab: DIFF.eps_from_x0(xt, int(t[0]), slab.to(xt.device).expand_as(xt))
+            for slab in slabs]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,10 @@ def test_sweep_has_one_row_per_method_g_steps_and_volume(sweep):
     assert set(frame.method) == {"vanilla", "dart", "drift"}
     assert (frame.seconds > 0).all() and frame.ssim.between(-1, 1).all()
     assert set(frame.steps) == {2, 4} and set(frame.G) == {1, 2}
-    # the CPU has no allocator statistics: memory comes from the benchmark files instead
-    assert frame.peak_mem_mb.isna().all()
+    if torch.cuda.is_available():  # the sampler works on CUDA: its allocator's peak per device
+        assert (frame.peak_mem_mb > 0).all() and set(frame.device) == {"cuda:0"}
+    else:  # the CPU has no allocator statistics: memory comes from the benchmark files instead
+        assert frame.peak_mem_mb.isna().all()
 
 
 def test_sweep_with_oracle_priors_recovers_the_volume(sweep):
@@ -104,3 +107,17 @@ def test_figure5_frame_and_plot(sweep, tmp_path):
     fig = plot_figure5(table)
     fig.savefig(tmp_path / "figure5.png", dpi=50)
     assert (tmp_path / "figure5.png").stat().st_size > 5_000
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_peak_reset_works_before_the_process_first_uses_cuda():
+    """The sweep, DART and the 4D-STEM baselines reset the CUDA peak before their first CUDA call;
+    in a fresh process torch's bare reset fails there ("Invalid device argument")."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from physdiff.recon.run import peak_memory_mb, reset_peak_memory; "
+            "reset_peak_memory('cuda'); x = torch.ones(2**20, device='cuda'); print(peak_memory_mb('cuda'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) >= 4.0  # the 4 MiB tensor

@@ -192,7 +192,7 @@ def test_below_mean_snr_the_training_mean_replaces_the_networks_x0():
     snr = [DIFF.abar(t) / (1 - DIFF.abar(t)) for t in ts[:2]]
     reverse_diffusion(models, (2, 5, 4, 4), steps=10, seed=0, progress=False, x0_correction=hook,
                       mean_snr=float(np.sqrt(snr[0] * snr[1])))
-    torch.testing.assert_close(seen[0][1], stacked.expand(2, 1, 5, 4, 4))
+    torch.testing.assert_close(seen[0][1].cpu(), stacked.expand(2, 1, 5, 4, 4))  # x0 is on CUDA where there is one
     for _, x0 in seen[1:]:  # later steps are the networks' (0.5 everywhere)
         torch.testing.assert_close(x0, torch.full_like(x0, 0.5), atol=1e-3, rtol=0)
     # at every step: with eta 0 the sample is the mean itself

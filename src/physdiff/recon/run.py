@@ -32,6 +32,15 @@ def peak_memory_mb(device: str | torch.device | None = None) -> float:
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+def reset_peak_memory(device: str | torch.device | None) -> None:
+    """Start a new CUDA peak for `peak_memory_mb` on `device` (nothing on the CPU). torch's allocator
+    keeps per-device statistics only once CUDA is initialised: resetting them in a process that has
+    not used CUDA yet fails with "Invalid device argument", so initialise first."""
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.init()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
 def mri_params(method: str, *, max_iter: int | None, tuned: dict | None, wavelet: str = "haar",
                levels: int | None = 1) -> dict[str, Any]:
     """Keyword arguments of an MRI baseline: its iteration count, its tuned weight, CS's wavelet and levels."""
@@ -78,8 +87,7 @@ def reconstruct_stem(
     kwargs = dict(params)
     if method != "three_pie":
         kwargs["form"] = loss
-    if device is not None and torch.device(device).type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     start = time.perf_counter()
     potential, info = fn(sample["intensities"], geometry, device=device, **kwargs)
     wall = time.perf_counter() - start
@@ -101,17 +109,14 @@ def reconstruct_stem(
     return potential, row
 
 
-# The scalar each 4D-STEM baseline's tuning searches over (its iteration count is chosen with it).
-STEM_TUNED_PARAM = {"three_pie": "step", "torchslice": "lr", "sparse_decomposition": "sparsity"}
+# The scalar each 4D-STEM baseline's tuning searches over (its iteration count is chosen with it),
+# by keyword; 3PIE's wave step stays the configured one.
+STEM_TUNED_PARAM = {"three_pie": "step_object", "torchslice": "lr", "sparse_decomposition": "sparsity"}
 
 
 def _stem_kwargs(method: str, settings: dict[str, Any], value: float | None) -> dict[str, Any]:
-    """Keyword arguments of a STEM baseline with its tuned scalar set (3PIE: the object step; its
-    wave step stays the configured one)."""
-    kwargs = {k: v for k, v in settings.items() if k != "step"}
-    if value is not None:
-        kwargs["step_object" if method == "three_pie" else STEM_TUNED_PARAM[method]] = float(value)
-    return kwargs
+    """Keyword arguments of a STEM baseline: its configured settings with the tuned scalar set."""
+    return {**settings, STEM_TUNED_PARAM[method]: float(value)} if value is not None else dict(settings)
 
 
 def tune_stem_baseline(samples: list[dict], *, method: str, grid: list[float], max_iter: int,

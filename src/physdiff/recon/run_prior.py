@@ -30,7 +30,7 @@ from physdiff.physics.mri import simulate_kspace
 from physdiff.recon.dart import dart
 from physdiff.recon.drift import check_candidates, drift, lowest_loss, physics_only, ranked, score_candidates
 from physdiff.recon.problems import MRIProblem, STEMProblem
-from physdiff.recon.run import mri_params, peak_memory_mb, stem_params
+from physdiff.recon.run import mri_params, peak_memory_mb, reset_peak_memory, stem_params
 from physdiff.recon.tuning import tune_scalar
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,7 @@ def run_dart(models, problem, truth: np.ndarray, *, modality: str, settings: dic
              sigma: float | None = None, progress: bool = True) -> tuple[np.ndarray, dict, list[dict]]:
     """DART on one problem; returns (volume, metrics row, per-step log)."""
     device = "cuda" if torch.cuda.is_available() else None
-    if device:
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory(device)
     result = dart(models, problem, sampler=settings["sampler"], steps=settings["steps"], eta=settings["eta"],
                   correction=settings["correction"], n_samples=settings.get("n_samples", 1), seed=seed,
                   seam=settings.get("seam", "none"), start=settings.get("start", 1.0),

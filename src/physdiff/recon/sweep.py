@@ -30,6 +30,7 @@ from physdiff.metrics.ssim import ssim_volume
 from physdiff.models.memory import measure_in_subprocess
 from physdiff.models.sampling import partition_bounds, partition_devices, reverse_diffusion
 from physdiff.recon.drift import drift
+from physdiff.recon.run import reset_peak_memory
 from physdiff.recon.run_prior import run_dart
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,7 @@ METHODS = ("vanilla", "dart", "drift")
 
 def _reset_peaks(devices) -> None:
     for dev in devices:
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
+        reset_peak_memory(dev)
 
 
 def _peak_mb(devices) -> float:

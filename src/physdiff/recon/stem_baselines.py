@@ -123,6 +123,12 @@ def _setup(intensities, geometry, model, device, dtype, gauge="min", v0=None):
     return model, measured, start
 
 
+# 3PIE's modulus constraint Psi' = sqrt(I) Psi / (|Psi| + eps max|Psi|). Where the modelled far field
+# is zero (dark field of a flat start), the phase of Psi is rounding noise: a bare sqrt(I) Psi/|Psi|
+# then imposes a phase that differs between CPU and CUDA, and between complex64 and complex128.
+MODULUS_EPS = 1e-3
+
+
 @_with_threads
 def three_pie(intensities, geometry: MultisliceGeometry, *, v0=None, n_iter: int = 20,
               step_object: float = 1.0, step_wave: float = 1.0, seed: int = 0,
@@ -132,10 +138,11 @@ def three_pie(intensities, geometry: MultisliceGeometry, *, v0=None, n_iter: int
     """3PIE, multislice ePIE (Maiden, Humphry & Rodenburg 2012), known probe; a re-implementation.
 
     Works on the complex transmission functions O_s (start O_s = exp(i sigma v0), 1 for
-    v0 = None). Per position p, in a
-    seeded random order, the forward pass stores the wave psi_s entering each slice; the
-    far field Psi = H_S F[O_S psi_S] gets the measured modulus sqrt(I_p) on the detector
-    pixels (others kept); the exit-wave change chi_S = F^-1[conj(H_S) (Psi' - Psi)] then runs
+    v0 = None). Per position p, in a seeded random order, the forward pass stores the wave
+    psi_s entering each slice; the far field Psi = H_S F[O_S psi_S] gets the measured modulus
+    on the detector pixels (others kept), Psi' = sqrt(I_p) Psi / (|Psi| + 1e-3 max|Psi|)
+    (`MODULUS_EPS`: where Psi is zero its phase is rounding noise, which a bare Psi / |Psi|
+    would impose); the exit-wave change chi_S = F^-1[conj(H_S) (Psi' - Psi)] then runs
     backward through the slices s = S..1:
         O_s   += step_object conj(psi_s) / max|psi_s|^2 chi_s
         psi_s += step_wave  conj(O_s) / max|O_s|^2 chi_s   (old O_s; the probe psi_1 is known)
@@ -173,7 +180,8 @@ def three_pie(intensities, geometry: MultisliceGeometry, *, v0=None, n_iter: int
                 for s in range(s_count - 1):
                     psi.append(model.propagate(psi[s] * obj[s], s))
                 spectrum = torch.fft.fft2(psi[-1] * obj[-1]) * last_h
-                corrected = amplitude[p] * torch.exp(1j * torch.angle(spectrum))
+                magnitude = spectrum.abs()
+                corrected = amplitude[p] * spectrum / (magnitude + MODULUS_EPS * magnitude.max())
                 change = torch.where(on_detector, corrected - spectrum, 0)
                 chi = torch.fft.ifft2(change * last_h.conj())
                 for s in range(s_count - 1, -1, -1):

@@ -18,6 +18,12 @@ Usage (after the default pipeline has trained the priors and tuned DART):
    input against the rolled eps, DRIFT's lateral alignment of one candidate on both devices, and
    training steps per second on a periodic slab with random lateral shifts. It needs only the
    run's 4D-STEM validation samples, scale and training potentials besides the models.
+4. `--parts solvers` (needs no run): the three 4D-STEM baselines on a small CoPt3 case simulated
+   with abTEM (2 x 2 x 2 cells, 64^2 grid, 4 slices, 16 x 16 scan), each at the settings the
+   pipeline tuned: complex64 against complex128 on the CPU, and CUDA against the CPU at both
+   precisions. A solver whose complex64 result moves far more than float32 rounding takes a
+   decision on rounding noise (3PIE's phase of a zero far field, fixed; the amplitude loss's
+   direction where a modelled intensity is zero, not yet).
 """
 
 from __future__ import annotations
@@ -212,14 +218,59 @@ def speed(res: Path, cfg: dict, stem_cfg: dict, full_cfg: dict, n_vol: int, trai
                 torch.cuda.reset_peak_memory_stats()
 
 
+def solvers() -> None:
+    import abtem
+    import ase
+    from abtem.core.energy import energy2sigma, energy2wavelength
+
+    from physdiff.recon.stem_baselines import sparse_decomposition, three_pie, torchslice
+
+    cell = ase.Atoms("CoPt3", scaled_positions=[(0, 0, 0), (.5, .5, 0), (.5, 0, .5), (0, .5, .5)],
+                     cell=[3.85] * 3, pbc=True) * (2, 2, 2)
+    with abtem.config.set({"dask.lazy": False}):
+        potential = abtem.Potential(cell, gpts=64, slice_thickness=1.925)
+        built = potential.build()
+        positions = abtem.GridScan(start=(0, 0), end=(1, 1), fractional=True, gpts=(16, 16),
+                                   potential=potential).get_positions()
+    geometry = MultisliceGeometry(energy=200e3, semiangle=20.0, defocus=0.0, sampling=built.sampling,
+                                  gpts=built.gpts, slice_thickness=built.slice_thickness, sigma=energy2sigma(200e3),
+                                  wavelength=energy2wavelength(200e3), positions=positions, max_angle="valid")
+    truth = built.array.astype(np.float32)
+    intensities = MultisliceModel(geometry, device="cpu").forward(torch.from_numpy(truth))
+    runs = {"3PIE, 40 sweeps, object step 0.0164": lambda **kw: three_pie(intensities, geometry, n_iter=40,
+                                                                          step_object=0.0164, progress=False, **kw),
+            "Torchslice, 22 iterations, lr 1.64": lambda **kw: torchslice(intensities, geometry, n_iter=22, lr=1.64,
+                                                                           progress=False, **kw),
+            "sparse decomposition, 20 sweeps, weight 0": lambda **kw: sparse_decomposition(
+                intensities, geometry, n_iter=20, sparsity=0.0, progress=False, **kw)}
+    print(f"## 4D-STEM baselines on CoPt3 {truth.shape}, {len(positions)} positions: max |a - b| / max |b|, "
+          "SSIM of the phase projection, seconds")
+    for name, run in runs.items():
+        got, secs = {}, {}
+        for d in ("cpu", DEV):
+            for dtype in (torch.complex64, torch.complex128):
+                sync()
+                start = time.perf_counter()
+                got[d, dtype] = run(device=d, dtype=dtype)[0].numpy()
+                sync()
+                secs[d, dtype] = time.perf_counter() - start
+        ssim = {key: score("stem", v, truth, geometry.sigma)["ssim"] for key, v in got.items()}
+        c64, c128 = torch.complex64, torch.complex128
+        print(f"{name}: CPU complex64 vs complex128 {rel(got['cpu', c64], got['cpu', c128]):.2e}; "
+              f"{DEV} vs CPU complex64 {rel(got[DEV, c64], got['cpu', c64]):.2e}, complex128 "
+              f"{rel(got[DEV, c128], got['cpu', c128]):.2e}; SSIM CPU {ssim['cpu', c64]:.4f} / {ssim['cpu', c128]:.4f}, "
+              f"{DEV} {ssim[DEV, c64]:.4f} / {ssim[DEV, c128]:.4f}; complex64 {secs['cpu', c64]:.2f} s CPU, "
+              f"{secs[DEV, c64]:.2f} s {DEV}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", default="results", help="the pipeline's results folder")
     ap.add_argument("--volumes", type=int, default=3, help="test volumes / samples per speed figure")
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--dart-steps", type=int, nargs="*", default=[200, 1000], help="MRI DART reverse steps, beside the tuned")
-    ap.add_argument("--parts", nargs="+", choices=["agreement", "mri", "stem", "train", "periodic"],
-                    default=["agreement", "mri", "stem", "train", "periodic"])
+    ap.add_argument("--parts", nargs="+", choices=["agreement", "mri", "stem", "train", "periodic", "solvers"],
+                    default=["agreement", "mri", "stem", "train", "periodic", "solvers"])
     ap.add_argument("--stem-models", nargs="+", default=None,
                     help="the periodic part's 4D-STEM partition models (default: the run's prior/stem/G2)")
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
@@ -236,6 +287,8 @@ def main() -> None:
     name = torch.cuda.get_device_name() if DEV == "cuda" else "CPU smoke test"
     print(f"torch {torch.__version__}, {name}, {torch.cuda.device_count()} GPU(s)")
     res = Path(args.results)
+    if "solvers" in args.parts:
+        solvers()
     if "agreement" in args.parts:
         agreement(res, mri_problem_config(full), stem_cfg)
     if "periodic" in args.parts:

@@ -18,13 +18,17 @@ def model_path(tmp_path_factory):
     return path
 
 
-def test_a_training_step_on_half_the_slices_needs_about_half_the_memory(model_path):
-    full = measure_in_subprocess(model_path, slices=16, batch=4, stage="train", device="cpu")
-    half = measure_in_subprocess(model_path, slices=8, batch=4, stage="train", device="cpu")
+def test_a_training_step_needs_memory_in_proportion_to_the_slices(model_path):
+    by_slices = {s: measure_in_subprocess(model_path, slices=s, batch=4, stage="train", device="cpu")
+                 for s in (4, 8, 16)}
+    full, mb = by_slices[16], {s: r["total_mb"] for s, r in by_slices.items()}
     assert full["device"] == "cpu"
-    # activations dominate and scale with the slices; parameters and Adam state do not
-    assert full["growth_mb"] > 20
-    assert 0.35 < half["total_mb"] / full["total_mb"] < 0.65
+    # activations scale with the slices, so doubling them adds twice what the last doubling added;
+    # parameters, Adam state and the workspace of the kernels do not. That fixed part depends on
+    # the machine and the torch build (about 80 MB here, 140 MB with torch 2.11's CUDA build on
+    # an H200 host), so a bound on the ratio of totals would test the machine, not the model.
+    assert mb[16] - mb[8] > 20
+    assert 1.7 < (mb[16] - mb[8]) / (mb[8] - mb[4]) < 2.3
     # a sampling forward keeps no activations for a backward pass
     sample = measure_in_subprocess(model_path, slices=16, batch=4, stage="sample", device="cpu")
     assert sample["total_mb"] < 0.6 * full["total_mb"]

@@ -46,6 +46,7 @@ from physdiff.physics.mri import data_consistency, simulate_kspace
 from physdiff.physics.multislice import MultisliceGeometry, MultisliceModel
 from physdiff.physics.stem_loss import loss_and_grad
 from physdiff.recon.dart import dart
+from physdiff.recon.run import reset_peak_memory
 from physdiff.recon.run_prior import build_problem, load_partition_models, run_dart, run_drift, score
 
 PAPER = {"dim": 64, "dim_mults": (1, 2, 4, 8), "res_blocks": 2, "attn_resolutions": (16,), "temporal_attn": True}
@@ -214,8 +215,7 @@ def speed(res: Path, cfg: dict, stem_cfg: dict, full_cfg: dict, n_vol: int, trai
                   f"({wall:.1f} s for {train_steps}, first steps included); peak CUDA "
                   f"{cuda_peak_mb():.0f} MB; last-50 loss "
                   f"{np.mean([v for _, v in r.loss_history[-50:]]):.4f}", flush=True)
-            if DEV == "cuda":
-                torch.cuda.reset_peak_memory_stats()
+            reset_peak_memory(DEV)
 
 
 def solvers() -> None:
@@ -247,7 +247,7 @@ def solvers() -> None:
           "SSIM of the phase projection, seconds")
     for name, run in runs.items():
         got, secs = {}, {}
-        for d in ("cpu", DEV):
+        for d in dict.fromkeys(("cpu", DEV)):  # once on the CPU for the --device cpu smoke test
             for dtype in (torch.complex64, torch.complex128):
                 sync()
                 start = time.perf_counter()

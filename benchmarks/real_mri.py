@@ -8,9 +8,12 @@ The prior never sees these scans: they are preprocessed exactly as the pipeline'
 cropped with the configured margin, resized to mri.size, scaled to [0, 1]), measured with the
 pipeline's mask and reconstructed with DART (G = recon.partitions.mri models, the settings
 tune_dart chose) and with zero-filled, CS and TV at the weights tuned for that mask. Default
-volumes: nibabel's `tests/data/anatomical.nii` (a T1 head, 2 mm) and nilearn's 1 mm ICBM152 2009
-T1 template (an average of 152 T1 scans; the synthetic generator uses its tissue maps, not its
-intensities). Both are T1-weighted while the prior learnt FLAIR-like contrast, so this measures
+volumes: nibabel's `tests/data/anatomical.nii` (a T1 head, 2 mm, a 66 x 82 x 50 mm field of view
+inside the head: no background, unlike every training volume), nilearn's 1 mm ICBM152 2009 T1
+template (an average of 152 T1 scans; the synthetic generator warps its tissue maps, so its
+anatomy is the generator's and only its contrast is new) and the first volume of nibabel's
+`tests/data/example4d.nii.gz` (a real subject's 2 mm echo-planar fMRI volume, T2*-weighted: CSF
+bright; an anatomy and a contrast the prior never saw). None is FLAIR, so this measures
 robustness to contrast as much as to anatomy. It chooses nothing; it reads no test volume.
 `--models` scores other partition model files (g = 0..G-1) than the pipeline's. `--array` takes
 volumes the pipeline has already prepared, (N, S, H, W) in [0, 1] (the OOD roots: the same
@@ -39,13 +42,15 @@ from physdiff.workflow import set_threads
 
 
 def packaged_volumes() -> dict[str, np.ndarray]:
-    """The real T1 volumes that nibabel and nilearn install with their packages, as (x, y, z) arrays."""
+    """The real MRI volumes that nibabel and nilearn install with their packages, as (x, y, z) arrays."""
     import nibabel
     from nilearn import datasets
 
-    anatomical = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
-    return {"nibabel anatomical.nii": load_volume(anatomical),
-            "nilearn ICBM152 T1": datasets.load_mni152_template(resolution=1).get_fdata(dtype=np.float32)}
+    data = Path(nibabel.__file__).parent / "tests" / "data"
+    epi = nibabel.load(data / "example4d.nii.gz").get_fdata(dtype=np.float32)[..., 0]  # first of its 2 volumes
+    return {"nibabel anatomical.nii": load_volume(data / "anatomical.nii"),
+            "nilearn ICBM152 T1": datasets.load_mni152_template(resolution=1).get_fdata(dtype=np.float32),
+            "nibabel example4d EPI": epi}
 
 
 def prepared_volumes(path: str, n: int | None, cfg: dict) -> dict[str, np.ndarray]:

@@ -43,6 +43,11 @@ def test_defaults_fill_an_empty_config():
         ({"prior": {"sampling": {"sampler": "euler"}}}, "prior.sampling.sampler", "is not one of"),
         ({"metrics": {"table3_counts": [4, 50]}}, "metrics.table3_counts", "[50] exceed the 8 volumes"),
         ({"recon": {"mri": {"cs_levels": 0}}}, "recon.mri.cs_levels", "less than the minimum"),
+        ({"mri": {"train_contrasts": ["t1", "t2"]}}, "mri.train_contrasts", "lacks flair"),
+        ({"mri": {"train_contrasts": ["flair", "pd"]}}, "mri.train_contrasts.1", "is not one of"),
+        ({"mri": {"train_contrasts": ["flair", "t1ce"]}}, "mri.train_contrasts", "draws flair, t1 and t2"),
+        ({"mri": {"source": "nifti", "path": "x", "train_contrasts": ["flair", "t1"]}}, "mri.train_contrasts",
+         "only [flair] with mri.source 'nifti'"),
     ],
 )
 def test_schema_rejects_bad_config_naming_the_key(bad, key, expected):

@@ -126,6 +126,46 @@ def test_flair_contrast_ordering_csf_wm_gm_lesion():
     assert 0 < corner.mean() < 0.1 * mean[flair.WM]
 
 
+def test_t1_and_t2_draw_the_same_subject_in_their_own_contrast():
+    # The other contrasts share FLAIR's anatomy and lesions, with T1 and T2 tissue order; asking
+    # for them leaves the FLAIR volume of the seed as it was.
+    shape = (120, 120, 78)
+    seed = next(seed for seed in range(20)
+                if (flair.synth_flair_subject(seed, shape=shape, with_labels=True).labels == flair.CORE).sum() > 20)
+    alone = flair.synth_flair_subject(seed, shape=shape)
+    subject = flair.synth_flair_subject(seed, shape=shape, with_labels=True, contrasts=("flair", "t1", "t2"))
+    assert np.array_equal(subject.volume, alone.volume) and set(subject.others) == {"t1", "t2"}
+    lab = subject.labels
+    t1 = {k: subject.others["t1"][lab == k].mean() for k in (flair.CSF, flair.GM, flair.WM, flair.CORE)}
+    t2 = {k: subject.others["t2"][lab == k].mean() for k in (flair.CSF, flair.GM, flair.WM, flair.CORE)}
+    assert t1[flair.CSF] < t1[flair.GM] < t1[flair.WM] and t1[flair.CORE] < t1[flair.WM]  # T1: lesions dark
+    assert t2[flair.WM] < t2[flair.GM] < t2[flair.CSF] and t2[flair.CORE] > t2[flair.GM]  # T2: fluid bright
+    brain = [(v > 0.2 * v[lab == flair.WM].mean()) for v in (subject.volume, *subject.others.values())]
+    assert all((b == brain[0]).mean() > 0.97 for b in brain[1:])  # one head, one position
+    with pytest.raises(ValueError, match="unknown contrasts"):
+        flair.synth_flair_subject(seed, shape=SMALL, contrasts=("flair", "pd"))
+
+
+def test_training_split_adds_the_other_contrasts_of_the_training_subjects(tmp_path):
+    from physdiff.data.mri_dataset import build_mri_splits
+
+    flair.write_synthetic_brats(tmp_path, n_subjects=4, seed=2, shape=SMALL, contrasts=("flair", "t1"))
+    kwargs = dict(n_slices=4, size=(16, 16), margin=0.15, fractions={"train": 0.5, "val": 0.25, "test": 0.25},
+                  seed=0, progress=False)
+    plain = build_mri_splits("synthetic", tmp_path, **kwargs)
+    both = build_mri_splits("synthetic", tmp_path, train_contrasts=("flair", "t1"), **kwargs)
+    ids, train = both["train"]
+    assert ids == plain["train"][0] and train.shape == (4, 4, 16, 16)
+    assert np.array_equal(train[:2], plain["train"][1])  # FLAIR first, then the same subjects' T1
+    t1 = np.stack([mri_prep.preprocess_volume(nifti.load_volume(
+        tmp_path / nifti.BRATS_DATA_DIR / i / f"{i}_t1.nii.gz"), n_slices=4, size=(16, 16), margin=0.15) for i in ids])
+    assert np.array_equal(train[2:], t1)
+    for split in ("val", "test"):
+        assert np.array_equal(both[split][1], plain[split][1])
+    with pytest.raises(InputError, match="_t2.nii"):
+        build_mri_splits("synthetic", tmp_path, train_contrasts=("flair", "t2"), **kwargs)
+
+
 @pytest.mark.slow
 def test_synthetic_brats_full_size_reads_back(tmp_path):
     paths = flair.write_synthetic_brats(tmp_path, n_subjects=2, seed=4)

@@ -19,11 +19,17 @@ def test_test_config_runs_every_rule_end_to_end(test_config_run):
     s, (h, w) = cfg["mri"]["n_slices"], cfg["mri"]["size"]
 
     subjects = json.loads((work / "results/data/mri/brats/subjects.json").read_text())
-    assert sum(len(v) for v in subjects.values()) == cfg["mri"]["n_subjects"]
+    assert sum(len(subjects[k]) for k in ("train", "val", "test")) == cfg["mri"]["n_subjects"]
+    contrasts = cfg["mri"]["train_contrasts"]
+    assert subjects["train_contrasts"] == contrasts and len(contrasts) > 1  # the .test config trains on several
     for split in ("train", "val", "test"):
         array = np.load(work / f"results/data/mri/brats/{split}.npy")
-        assert array.shape == (len(subjects[split]), s, h, w)
+        n = len(subjects[split]) * (len(contrasts) if split == "train" else 1)
+        assert array.shape == (n, s, h, w)
         assert array.min() >= 0 and array.max() <= 1
+    raw = work / "results/data/mri/raw/synthetic"
+    for contrast in contrasts:
+        assert len(list(raw.glob(f"*/BraTS20_Training_*/BraTS20_Training_*_{contrast}.nii.gz"))) == cfg["mri"]["n_subjects"]
     assert np.load(work / "results/data/mri/roots/ood.npy").shape == (cfg["mri"]["ood"]["n_volumes"], s, h, w)
     for kind in cfg["mri"]["masks"]["kinds"]:
         assert np.load(work / f"results/data/mri/masks/{kind}_R4.npy").shape == (h, w)

@@ -92,6 +92,14 @@ def _check_semantics(cfg: dict) -> None:
     mri = cfg["mri"]
     if mri["source"] != "synthetic" and not mri["path"]:
         problems.append(f"config key 'mri.path': required when mri.source is '{mri['source']}'")
+    contrasts = mri["train_contrasts"]
+    if "flair" not in contrasts:
+        problems.append(f"config key 'mri.train_contrasts': {contrasts} lacks flair, the modality reconstructed and tested")
+    elif contrasts != ["flair"] and mri["source"] == "nifti":
+        problems.append("config key 'mri.train_contrasts': only [flair] with mri.source 'nifti' "
+                        "(a folder of volumes has no other modalities of its subjects)")
+    elif "t1ce" in contrasts and mri["source"] == "synthetic":
+        problems.append("config key 'mri.train_contrasts': the synthetic generator draws flair, t1 and t2, not t1ce")
     if mri["source"] == "synthetic" and mri["n_slices"] > mri["volume_shape"][2]:
         problems.append(
             f"config key 'mri.n_slices': {mri['n_slices']} exceeds the {mri['volume_shape'][2]} "

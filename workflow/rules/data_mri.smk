@@ -12,6 +12,8 @@ rule synthesize_flair:
     params:
         n_subjects=MRI_CFG["n_subjects"],
         shape=MRI_CFG["volume_shape"],
+        # FLAIR, plus the other contrasts the prior trains on (mri.train_contrasts)
+        contrasts=MRI_CFG["train_contrasts"],
         seed=config["seed"],
     threads: 1
     resources:
@@ -41,6 +43,7 @@ rule prepare_mri:
         size=MRI_CFG["size"],
         margin=MRI_CFG["crop_margin"],
         split=MRI_CFG["split"],
+        train_contrasts=MRI_CFG["train_contrasts"],
         seed=config["seed"],
     threads: 1
     resources:

@@ -9,6 +9,13 @@ Per subject (all drawn from one seed):
 - a smooth multiplicative bias field `exp(b(x))` with b a quadratic polynomial;
 - Rician noise `|I + n_re + i n_im|`, so the background holds noise only.
 
+The same subject can also be drawn in T1 and T2 contrast (`contrasts`, BraTS's `t1`/`t2` files):
+the same anatomy, warp, lesions and bias field, with that contrast's tissue intensities (T1: CSF
+dark, white matter brightest, lesions dark; T2: CSF brightest, lesions bright) and noise. Those
+draws come from a second generator, so the FLAIR volume of a seed is the same whichever
+contrasts are asked for. The prior can train on them (`mri.train_contrasts`) to learn brain
+anatomy in more than one contrast (`benchmarks/prior_study.md`, "Contrasts for real scans").
+
 The field of view is the BraTS one, 240 x 240 x 155 mm, with the brain at its centre and
 axial slices along the last axis. `shape` sets the voxel grid over that field of view
 (1 mm voxels at the default 240 x 240 x 155). Coarser grids sample the 1 mm template without
@@ -19,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +43,25 @@ OTHER, CSF, GM, WM, EDEMA, CORE = 0, 1, 2, 3, 4, 5
 PURE_TISSUE = 0.8
 
 
+# Tissue intensities relative to white matter, (low, high) of a uniform draw per subject, of the
+# contrasts other than FLAIR (whose draws are in `synth_flair_subject`): CSF, GM, lesion edema,
+# lesion core. T1 (MPRAGE-like, as the ICBM152 T1 template): CSF < GM < WM, lesions hypointense;
+# T2: WM < GM < CSF, lesions hyperintense.
+CONTRASTS = ("flair", "t1", "t2")
+_RATIOS = {
+    "t1": {"csf": (0.15, 0.35), "gm": (0.6, 0.8), "edema": (0.6, 0.85), "core": (0.35, 0.6)},
+    "t2": {"csf": (2.0, 3.0), "gm": (1.2, 1.5), "edema": (1.6, 2.2), "core": (1.8, 2.6)},
+}
+
+
 @dataclass
 class FlairSubject:
-    """One synthetic subject: the FLAIR volume and (optionally) its hard tissue labels."""
+    """One synthetic subject: the FLAIR volume, any other contrasts, and (optionally) hard tissue labels."""
 
     volume: np.ndarray  # float32 (x, y, z), arbitrary units, WM about 0.5
     labels: np.ndarray | None  # uint8 (x, y, z) with OTHER..CORE, or None
     spacing: tuple[float, float, float]  # voxel size (mm)
+    others: dict[str, np.ndarray] = field(default_factory=dict)  # "t1"/"t2": float32 (x, y, z)
 
 
 @functools.lru_cache(maxsize=1)
@@ -65,37 +84,52 @@ def _tissue_maps() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return csf, gm, wm, seeds
 
 
-def _add_lesions(
-    image: np.ndarray, labels: np.ndarray | None, rng: np.random.Generator, c_wm: float,
-    wm_gm: np.ndarray, seeds: np.ndarray,
-) -> None:
-    """Paint 0-3 lesions in place: an edema blob (about 1.6 x WM) around a brighter core (about 2 x WM)."""
+@dataclass
+class _Lesion:
+    box: tuple[slice, slice, slice]
+    edema: np.ndarray  # soft masks in [0, 1] over the box
+    core: np.ndarray
+    edema_ratio: float  # FLAIR intensity relative to white matter
+    core_ratio: float
+
+
+def _draw_lesions(rng: np.random.Generator, shape: tuple[int, ...], wm_gm: np.ndarray, seeds: np.ndarray) -> list[_Lesion]:
+    """Draw 0-3 lesions: an edema blob (about 1.6 x WM in FLAIR) around a brighter core (about 2 x WM)."""
+    lesions = []
     for _ in range(int(rng.integers(0, 4))):
         centre = seeds[rng.integers(len(seeds))]
         core_radii = rng.uniform(3.0, 12.0) * rng.uniform(0.7, 1.3, size=3)  # mm
         edema_radii = core_radii * rng.uniform(1.5, 2.5)
         half = np.ceil(edema_radii.max() * 1.4).astype(int) + 2
         lo = np.maximum(centre.astype(int) - half, 0)
-        hi = np.minimum(centre.astype(int) + half + 1, image.shape)
+        hi = np.minimum(centre.astype(int) + half + 1, shape)
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         grid = np.ogrid[box]
         # Irregular outline: a smooth random field (~4 mm grain) perturbs the ellipsoid radius.
-        wobble = ndimage.gaussian_filter(rng.standard_normal(image[box].shape).astype(np.float32), 4.0)
+        wobble = ndimage.gaussian_filter(rng.standard_normal(tuple(hi - lo)).astype(np.float32), 4.0)
         wobble *= 0.25 / (wobble.std() + 1e-6)
         r2_edema = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, edema_radii))
         r2_core = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, core_radii))
         # Soft edges (~1 mm) and confined to parenchyma: edema spreads along white matter.
         edema = np.clip((1.0 + wobble - np.sqrt(r2_edema)) * 4.0, 0, 1) * wm_gm[box]
         core = np.clip((1.0 + wobble - np.sqrt(r2_core)) * 4.0, 0, 1) * wm_gm[box]
-        i_edema = c_wm * rng.uniform(1.5, 1.8)
-        i_core = c_wm * rng.uniform(1.9, 2.3)
-        region = image[box]
-        region += edema * (i_edema - region)
-        region += core * (i_core - region)
-        if labels is not None:
-            lab = labels[box]
-            lab[edema > 0.5] = EDEMA
-            lab[core > 0.5] = CORE
+        lesions.append(_Lesion(box, edema, core, rng.uniform(1.5, 1.8), rng.uniform(1.9, 2.3)))
+    return lesions
+
+
+def _paint_lesions(image: np.ndarray, lesions: list[_Lesion], c_wm: float, ratios: list[tuple[float, float]]) -> None:
+    """Paint the lesions into `image` in place, lesion i with intensities c_wm * ratios[i] (edema, core)."""
+    for lesion, (edema_ratio, core_ratio) in zip(lesions, ratios):
+        region = image[lesion.box]
+        region += lesion.edema * (c_wm * edema_ratio - region)
+        region += lesion.core * (c_wm * core_ratio - region)
+
+
+def _label_lesions(labels: np.ndarray, lesions: list[_Lesion]) -> None:
+    for lesion in lesions:
+        lab = labels[lesion.box]
+        lab[lesion.edema > 0.5] = EDEMA
+        lab[lesion.core > 0.5] = CORE
 
 
 def _sampling_coordinates(shape: tuple[int, int, int], rng: np.random.Generator, centre: np.ndarray) -> np.ndarray:
@@ -137,40 +171,62 @@ def _bias_field(shape: tuple[int, int, int], rng: np.random.Generator) -> np.nda
 
 
 def synth_flair_subject(
-    seed: int, *, shape: tuple[int, int, int] = BRATS_SHAPE, with_labels: bool = False
+    seed: int, *, shape: tuple[int, int, int] = BRATS_SHAPE, with_labels: bool = False,
+    contrasts: tuple[str, ...] = ("flair",),
 ) -> FlairSubject:
-    """Draw one FLAIR-like subject; `with_labels` also returns warped hard tissue labels (for tests)."""
+    """Draw one FLAIR-like subject, and the same subject in the other `contrasts` ("t1", "t2");
+    `with_labels` also returns warped hard tissue labels (for tests)."""
+    unknown = set(contrasts) - set(CONTRASTS)
+    if unknown:
+        raise ValueError(f"unknown contrasts {sorted(unknown)}; expected some of {list(CONTRASTS)}")
     shape = tuple(int(n) for n in shape)
     rng = np.random.default_rng(seed)
+    other_rng = np.random.default_rng([seed, 1])  # the other contrasts' draws, apart from FLAIR's
     csf, gm, wm, seeds = _tissue_maps()
     c_wm = rng.uniform(0.45, 0.55)
     c_gm = c_wm * rng.uniform(1.3, 1.5)
     c_csf = c_wm * rng.uniform(0.05, 0.15)
-    image = c_csf * csf + c_wm * wm + c_gm * gm
+    images = {"flair": c_csf * csf + c_wm * wm + c_gm * gm}
+    for name in (c for c in CONTRASTS if c in contrasts and c != "flair"):
+        r = {k: other_rng.uniform(*_RATIOS[name][k]) for k in ("csf", "gm")}
+        images[name] = c_wm * (r["csf"] * csf + wm + r["gm"] * gm)
     # Mild tissue texture (~3 mm grain, +-4 %) so flat regions are not perfectly smooth.
-    texture = ndimage.zoom(rng.standard_normal((40, 47, 38)).astype(np.float32), np.divide(image.shape, (40, 47, 38)), order=1, grid_mode=True, mode="nearest")
-    image *= 1.0 + 0.04 * texture
+    texture = ndimage.zoom(rng.standard_normal((40, 47, 38)).astype(np.float32), np.divide(csf.shape, (40, 47, 38)), order=1, grid_mode=True, mode="nearest")
+    for image in images.values():
+        image *= 1.0 + 0.04 * texture
     labels = None
     if with_labels:
         labels = np.full(csf.shape, OTHER, dtype=np.uint8)
         for label, prob in ((CSF, csf), (GM, gm), (WM, wm)):
             labels[prob > PURE_TISSUE] = label
-    _add_lesions(image, labels, rng, c_wm, wm + 0.5 * gm, seeds)
+    lesions = _draw_lesions(rng, csf.shape, wm + 0.5 * gm, seeds)
+    for name, image in images.items():
+        ratios = ([(lesion.edema_ratio, lesion.core_ratio) for lesion in lesions] if name == "flair" else
+                  [(other_rng.uniform(*_RATIOS[name]["edema"]), other_rng.uniform(*_RATIOS[name]["core"])) for _ in lesions])
+        _paint_lesions(image, lesions, c_wm, ratios)
+    if labels is not None:
+        _label_lesions(labels, lesions)
 
     brain_centre = np.array([98.0, 117.0, 77.0])  # template voxel at the brain's bounding-box centre
     coords = _sampling_coordinates(shape, rng, brain_centre)
-    volume = ndimage.map_coordinates(image, coords, order=1, mode="constant", cval=0.0, prefilter=False)
+    volumes = {name: ndimage.map_coordinates(image, coords, order=1, mode="constant", cval=0.0, prefilter=False)
+               for name, image in images.items()}
     warped_labels = None
     if labels is not None:
         warped_labels = ndimage.map_coordinates(labels, coords, order=0, mode="constant", cval=0)
-    del coords
-    volume *= _bias_field(shape, rng)
-    sigma = np.float32(c_wm * rng.uniform(0.015, 0.035))
-    real = volume + sigma * rng.standard_normal(shape, dtype=np.float32)
-    imag = sigma * rng.standard_normal(shape, dtype=np.float32)
-    volume = np.hypot(real, imag, out=real)
+    del coords, images
+    bias = _bias_field(shape, rng)
+    for name, volume in volumes.items():
+        volume *= bias
+        noise_rng = rng if name == "flair" else other_rng
+        sigma = np.float32(c_wm * noise_rng.uniform(0.015, 0.035))
+        real = volume + sigma * noise_rng.standard_normal(shape, dtype=np.float32)
+        imag = sigma * noise_rng.standard_normal(shape, dtype=np.float32)
+        volumes[name] = np.hypot(real, imag, out=real).astype(np.float32, copy=False)
     spacing = tuple(float(v) for v in FOV_MM / np.asarray(shape))
-    return FlairSubject(volume=volume.astype(np.float32, copy=False), labels=warped_labels, spacing=spacing)
+    flair = volumes.pop("flair")
+    return FlairSubject(volume=flair, labels=warped_labels, spacing=spacing,
+                        others={c: volumes[c] for c in contrasts if c != "flair"})
 
 
 def synth_flair_volume(seed: int, *, shape: tuple[int, int, int] = BRATS_SHAPE) -> np.ndarray:
@@ -180,17 +236,20 @@ def synth_flair_volume(seed: int, *, shape: tuple[int, int, int] = BRATS_SHAPE) 
 
 def write_synthetic_brats(
     out_root: str | os.PathLike, *, n_subjects: int, seed: int,
-    shape: tuple[int, int, int] = BRATS_SHAPE,
+    shape: tuple[int, int, int] = BRATS_SHAPE, contrasts: tuple[str, ...] = ("flair",),
 ) -> list[Path]:
-    """Write `n_subjects` volumes in the BraTS 2020 layout; subject seeds spawn from `seed` (SeedSequence).
+    """Write `n_subjects` subjects in the BraTS 2020 layout; subject seeds spawn from `seed` (SeedSequence).
 
-    Files: `out_root/MICCAI_BraTS2020_TrainingData/BraTS20_Training_NNN/BraTS20_Training_NNN_flair.nii.gz`.
+    Files: `out_root/MICCAI_BraTS2020_TrainingData/BraTS20_Training_NNN/BraTS20_Training_NNN_<contrast>.nii.gz`
+    for each of `contrasts` ("flair" always). Returns the FLAIR files.
     """
     children = np.random.SeedSequence(seed).spawn(n_subjects)
     paths = []
-    for i, child in enumerate(tqdm(children, desc="synthetic FLAIR", unit="subject"), start=1):
-        subject = synth_flair_subject(int(child.generate_state(1)[0]), shape=shape)
+    for i, child in enumerate(tqdm(children, desc="synthetic subjects", unit="subject"), start=1):
+        subject = synth_flair_subject(int(child.generate_state(1)[0]), shape=shape, contrasts=tuple(contrasts))
         name = f"BraTS20_Training_{i:03d}"
-        path = Path(out_root) / BRATS_DATA_DIR / name / f"{name}_flair.nii.gz"
-        paths.append(write_volume(path, subject.volume, spacing=subject.spacing))
+        folder = Path(out_root) / BRATS_DATA_DIR / name
+        paths.append(write_volume(folder / f"{name}_flair.nii.gz", subject.volume, spacing=subject.spacing))
+        for contrast, volume in subject.others.items():
+            write_volume(folder / f"{name}_{contrast}.nii.gz", volume, spacing=subject.spacing)
     return paths

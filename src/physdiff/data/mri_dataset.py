@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from physdiff.data.mri_prep import preprocess_volume, split_subjects
 from physdiff.data.nifti import find_brats_subjects, find_nifti_volumes, load_volume, volume_id
-from physdiff.errors import ConfigError
+from physdiff.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,15 @@ def build_mri_splits(
     margin: float,
     fractions: dict,
     seed: int,
+    train_contrasts: Sequence[str] = ("flair",),
     progress: bool = True,
 ) -> dict[str, tuple[list[str], np.ndarray]]:
-    """Split the subjects (seeded) and preprocess each split: {split: (subject ids, array)}."""
+    """Split the subjects (seeded) and preprocess each split: {split: (subject ids, array)}.
+
+    The split is by subject, on the FLAIR files. `train_contrasts` other than flair (BraTS
+    modalities) add the training subjects' volumes of those modalities to the training array,
+    after the FLAIR ones and in that order, so it holds len(train_contrasts) x the training subjects.
+    """
     paths = find_volumes(source, path)
     by_id = {volume_id(p): p for p in paths}
     if len(by_id) != len(paths):
@@ -60,10 +66,27 @@ def build_mri_splits(
     splits = split_subjects(
         list(by_id), fractions=(fractions["train"], fractions["val"], fractions["test"]), seed=seed
     )
-    return {
+    out = {
         name: (ids, preprocess_files([by_id[i] for i in ids], n_slices=n_slices, size=size, margin=margin, progress=progress))
         for name, ids in splits.items()
     }
+    extra = [c for c in train_contrasts if c != "flair"]
+    if extra:
+        if source not in ("synthetic", "brats"):
+            raise ConfigError(f"config key 'mri.train_contrasts': {extra} needs BraTS-layout data, not source '{source}'")
+        ids, train = out["train"]
+        arrays = [train]
+        for contrast in extra:
+            files = {volume_id(p): p for p in find_brats_subjects(path, modality=contrast)}
+            missing = [i for i in ids if i not in files]
+            if missing:
+                raise InputError(f"{path}: mri.train_contrasts asks for {contrast}, but training subject(s) "
+                                 f"{', '.join(missing[:5])} have no {missing[0]}_{contrast}.nii[.gz]")
+            arrays.append(preprocess_files([files[i] for i in ids], n_slices=n_slices, size=size, margin=margin,
+                                           progress=progress))
+        out["train"] = (ids, np.concatenate(arrays))
+        log.info("training array: %d subjects x %s = %d volumes", len(ids), ["flair", *extra], len(out["train"][1]))
+    return out
 
 
 def planned_split_sizes(source: str, path: str | os.PathLike | None, n_synthetic: int, fractions: dict, seed: int) -> dict[str, int]:

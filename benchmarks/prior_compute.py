@@ -53,6 +53,7 @@ def train_one(modality: str, G: int, g: int, steps: list[int], data: str, val: s
         result = train_partition(volumes, val_volumes, G=G, g=g, model_cfg=prior_model_config(cfg, modality),
                                  train_cfg={**cfg["prior"]["train"], "checkpoint_every_s": 1e9},
                                  augment=cfg["prior"]["augment"][modality], seed=cfg["seed"], checkpoint_path=ckpt,
+                                 contrasts=cfg["mri"]["train_contrasts"] if modality == "mri" else (),
                                  steps=n, device=device, progress=False)
         folder = Path(out) / modality / f"steps{n}" / f"g{g}"
         folder.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,8 @@ anatomy is the generator's and only its contrast is new) and the first volume of
 `tests/data/example4d.nii.gz` (a real subject's 2 mm echo-planar fMRI volume, T2*-weighted: CSF
 bright; an anatomy and a contrast the prior never saw). None is FLAIR, so this measures
 robustness to contrast as much as to anatomy. It chooses nothing; it reads no test volume.
-`--models` scores other partition model files (g = 0..G-1) than the pipeline's. `--array` takes
+`--models` scores other partition model files (g = 0..G-1) than the pipeline's; `--contrast`
+the contrasts that contrast-conditional models (mri.train_contrasts) draw, a DART row each. `--array` takes
 volumes the pipeline has already prepared, (N, S, H, W) in [0, 1] (the OOD roots: the same
 measurement, seeds and methods as the reconstruct rules, with the default `--mask`), and `--n` the first N
 of them; the last line gives each method's mean.
@@ -66,11 +67,12 @@ def prepared_volumes(path: str, n: int | None, cfg: dict) -> dict[str, np.ndarra
     return {f"{Path(path).name}[{i}]": v.astype(np.float32) for i, v in enumerate(volumes[:n])}
 
 
-def partition_models(res: Path, cfg: dict, paths: list[str] | None = None) -> tuple[int, list]:
-    """(G, models): the given partition model files, or the pipeline's G = recon.partitions.mri ones."""
+def partition_models(res: Path, cfg: dict, paths: list[str] | None = None, contrast: str | None = None) -> tuple[int, list]:
+    """(G, models): the given partition model files, or the pipeline's G = recon.partitions.mri ones,
+    drawing `contrast` where they are contrast-conditional."""
     G = len(paths) if paths else cfg["recon"]["partitions"]["mri"]
     paths = paths or [str(res / f"prior/mri/G{G}/g{g}/model.pt") for g in range(G)]
-    return G, load_partition_models(paths, slices=cfg["mri"]["n_slices"], size=cfg["mri"]["size"])
+    return G, load_partition_models(paths, slices=cfg["mri"]["n_slices"], size=cfg["mri"]["size"], contrast=contrast)
 
 
 def baseline_ssim(method: str, y: np.ndarray, mask: np.ndarray, truth: np.ndarray, *, res: Path, mask_name: str,
@@ -94,6 +96,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=None, help="with --array: only the first N volumes")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and BLAS threads (default: all cores); 1 when sharing the machine with other jobs")
+    parser.add_argument("--contrast", nargs="+", default=[None],
+                        help="with contrast-conditional models (mri.train_contrasts): the contrasts DART draws, "
+                             "a row each (names, or 'any': every contrast together); default their first, FLAIR")
     parser.add_argument("--models", nargs="*", default=None,
                         help="partition model files g = 0..G-1 (default: the pipeline's results/prior/mri/G<G>/g<g>/model.pt)")
     args = parser.parse_args()
@@ -105,7 +110,8 @@ def main() -> None:
     volumes = prepared_volumes(args.array, args.n, cfg) if args.array else (
         {Path(p).name: load_volume(p) for p in args.volumes} if args.volumes else packaged_volumes())
     mask = np.load(res / f"data/mri/masks/{args.mask}.npy")
-    G, models = partition_models(res, cfg, args.models)
+    sets = {c: partition_models(res, cfg, args.models, c) for c in args.contrast}
+    G = next(iter(sets.values()))[0]
     settings = json.loads((res / "recon/mri/tuning/dart.json").read_text())["settings"]
     problem_cfg = mri_problem_config(cfg)
     print(f"mask {args.mask}, DART G = {G} with {settings}", flush=True)
@@ -119,8 +125,9 @@ def main() -> None:
         for method in ("zero_filled", "cs_l1_wavelet", "tv"):
             scores[method] = baseline_ssim(method, y, mask, truth, res=res, mask_name=args.mask, cfg=cfg)
         problem = build_problem("mri", problem_cfg, volume=truth, mask=mask, seed=seed)
-        scores["dart"] = run_dart(models, problem, truth, modality="mri", settings=settings, seed=cfg["seed"],
-                                  progress=False)[1]["ssim"]
+        for contrast, (_, models) in sets.items():
+            scores["dart" if contrast is None else f"dart[{contrast}]"] = run_dart(
+                models, problem, truth, modality="mri", settings=settings, seed=cfg["seed"], progress=False)[1]["ssim"]
         print(f"{name} {tuple(raw.shape)} -> {truth.shape}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()),
               flush=True)
         for k, v in scores.items():

@@ -12,7 +12,9 @@ boolean mask are reconstructed as they are, and nothing is scored.
 
 DART needs the trained partition models (`--models`, default: the default run's G = 2 models)
 and uses the settings tune_dart chose where the run wrote them; CS and TV use the weights tuned
-for the mask where they exist (else `--lam`). Everything runs on the CPU or, where there is one,
+for the mask where they exist (else `--lam`). Models trained on several contrasts
+(`mri.train_contrasts`) draw `--contrast` (default FLAIR; `any` for a scan of another
+contrast). Everything runs on the CPU or, where there is one,
 CUDA. The reconstructions go to `--out` as arrays named after the methods.
 """
 
@@ -75,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="partition models g = 0..G-1 (default: <results>/prior/mri/G2/g{0,1}/model.pt)")
     ap.add_argument("--lam", type=float, default=1.7e-4, help="CS and TV weight where no tuning file exists")
     ap.add_argument("--steps", type=int, default=None, help="DART's reverse steps (default: the tuned setting)")
+    ap.add_argument("--contrast", default=None,
+                    help="with models trained on several mri.train_contrasts: the contrast DART draws "
+                         "(flair, t1, t2, or any: every contrast together, for a scan of another one); default flair")
     ap.add_argument("--out", default="recon.npz")
     args = ap.parse_args(argv)
 
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         recon[method] = MRI_BASELINES[method](y, mask, **params)
 
     models = args.models or [res / f"prior/mri/G2/g{g}/model.pt" for g in range(2)]
-    models = load_partition_models(models, slices=y.shape[0], size=y.shape[1:])
+    models = load_partition_models(models, slices=y.shape[0], size=y.shape[1:], contrast=args.contrast)
     settings = (tuned(res / "recon/mri/tuning/dart.json") or {"settings": dart_settings(cfg)})["settings"]
     settings = {**settings, **({"steps": args.steps} if args.steps else {})}
     # hard data consistency (Eq. 4): DART's measured k-space lines equal y

@@ -323,3 +323,80 @@ def test_periodic_partitions_pad_circularly_shift_slabs_and_keep_one_mean_level_
     assert isinstance(model.init_conv, PeriodicConv3d)
     for p, q in zip(model.state_dict().values(), periodic.ema_model.state_dict().values()):
         assert torch.equal(p, q.cpu())
+
+
+def _two_contrasts(n=8, seed=0):
+    """The same discs in two contrasts: bright on black, and black holes in a bright slab."""
+    a = _blobs(n, seed=seed)
+    b = np.where(a > 0, 0.0, 0.9).astype(np.float32)
+    return np.concatenate([a, b]), np.repeat([0, 1], n)
+
+
+@torch.no_grad()
+def _eps_error(model, x0, label, t=300, seed=0):
+    from physdiff.models.diffusion import GaussianDiffusion, to_network
+
+    diffusion, gen = GaussianDiffusion(), torch.Generator().manual_seed(seed)
+    x0 = to_network(torch.from_numpy(x0)).unsqueeze(1)
+    z = torch.randn(x0.shape, generator=gen)
+    tt = torch.full((len(x0),), t, dtype=torch.long)
+    y = torch.full((len(x0),), label, dtype=torch.long)
+    return (model(diffusion.q_sample(x0, tt, z), tt, y) - z).abs().mean().item()
+
+
+def test_a_contrast_conditional_model_learns_which_contrast_it_draws(tmp_path):
+    from physdiff.models.train import ANY_CLASS, model_classes, set_model_class
+
+    data, labels = _two_contrasts()
+    res = train_prior(data, model_cfg={**TINY, "image_size": 16}, steps=200, batch_size=8, grad_accum=1, lr=2e-3,
+                      warmup_steps=10, progress=False, classes=("flair", "t1"), labels=labels, label_dropout=0.2)
+    assert res.config["classes"] == ["flair", "t1"] and res.config["model"]["n_classes"] == 2
+    net = res.ema_model
+    a, b = data[labels == 0][:4], data[labels == 1][:4]
+    # the right label predicts the noise better than the wrong one, and "any" lies between
+    assert _eps_error(net, a, 0) < 0.8 * _eps_error(net, a, 1)
+    assert _eps_error(net, b, 1) < 0.8 * _eps_error(net, b, 0)
+    assert _eps_error(net, a, 0) < _eps_error(net, a, 2) < _eps_error(net, a, 1)
+    # model.pt: the first contrast by default, each contrast's training mean as data_mean
+    save_model(tmp_path / "m.pt", res)
+    model, _ = load_model(tmp_path / "m.pt")
+    assert model_classes(model) == ("flair", "t1") and model.label == 0
+    assert torch.allclose(model.data_mean, torch.from_numpy(res.class_means[0]))
+    assert model.data_mean[:, 0, 0].max() < 0.1  # FLAIR-like: black corner; the t1 blocks are bright there
+    set_model_class(model, ANY_CLASS)
+    assert model.label == 2 and torch.allclose(model.data_mean, torch.from_numpy(res.data_mean))
+    t1, _ = load_model(tmp_path / "m.pt", contrast="t1")
+    assert t1.label == 1 and t1.data_mean[:, 0, 0].min() > 0.8
+    with pytest.raises(ConfigError, match="not one of the model's"):
+        load_model(tmp_path / "m.pt", contrast="t2")
+    plain = train_prior(_blobs(4), model_cfg=TINY, steps=1, batch_size=2, progress=False)
+    save_model(tmp_path / "plain.pt", plain)
+    assert "n_classes" not in plain.config["model"] and "classes" not in plain.config  # plain files as before
+    with pytest.raises(InputError, match="without contrast classes"):
+        load_model(tmp_path / "plain.pt", contrast="t1")
+
+
+def test_class_labels_are_checked_and_train_partition_labels_the_contrast_blocks():
+    from physdiff.models.train import train_partition, training_mean
+
+    data, labels = _two_contrasts(4)
+    kw = dict(model_cfg=TINY, steps=1, batch_size=2, progress=False)
+    with pytest.raises(InputError, match=r"class labels must be \(8,\)"):
+        train_prior(data, classes=("flair", "t1"), labels=labels[:5], **kw)
+    with pytest.raises(InputError, match=r"integers in \[0, 2\)"):
+        train_prior(data, classes=("flair", "t1"), labels=labels + 1, **kw)
+    with pytest.raises(ConfigError, match="label_dropout"):
+        train_prior(data, classes=("flair", "t1"), labels=labels, label_dropout=1.0, **kw)
+    train_cfg = {"steps": 2, "batch_size": 2, "channels_last": False, "cpu_bf16": False, "val_every": 2,
+                 "lr": 1e-3, "grad_accum": 1, "ema_decay": 0.9, "ema_update_every": 1, "warmup_steps": 1,
+                 "augment_flips": True, "checkpoint_every_s": 300.0, "label_dropout": 0.3}
+    got = train_partition(data, data[:2], G=1, g=0, model_cfg=TINY, train_cfg=train_cfg, augment={}, seed=5,
+                          checkpoint_path=None, contrasts=["flair", "t1"], progress=False)
+    want = train_prior(data, model_cfg={**TINY, "image_size": 16}, steps=2, batch_size=2, grad_accum=1, lr=1e-3,
+                       ema_decay=0.9, warmup_steps=1, val_data=data[:2], val_every=2, seed=5 + 1000, progress=False,
+                       classes=("flair", "t1"), labels=labels, label_dropout=0.3)
+    assert got.loss_history == want.loss_history and got.config == want.config
+    assert np.allclose(got.class_means[1], training_mean(data[4:])) and np.allclose(got.class_means[2], training_mean(data))
+    with pytest.raises(InputError, match="equal blocks"):
+        train_partition(data[:7], data[:2], G=1, g=0, model_cfg=TINY, train_cfg=train_cfg, augment={}, seed=5,
+                        checkpoint_path=None, contrasts=["flair", "t1"], progress=False)

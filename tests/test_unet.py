@@ -141,3 +141,22 @@ def test_circular_padding_makes_the_unet_shift_equivariant_on_the_torus():
         assert not torch.allclose(plain(torch.roll(x, *shift), t), torch.roll(plain(x, t), *shift), atol=1e-2)
     with pytest.raises(ConfigError, match="model.padding"):
         build_unet({**TINY, "padding": "reflect"})
+
+
+def test_class_model_uses_its_label_unless_given_one_and_plain_models_refuse_labels():
+    torch.manual_seed(0)
+    net = build_unet({**TINY, "n_classes": 2}).eval()
+    assert net.class_emb.num_embeddings == 3  # two classes and "any"
+    with torch.no_grad():  # zero-initialised convs hide the embedding at first: as if trained a little
+        for param in net.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    x, t = torch.randn(2, 1, 3, 8, 8), torch.tensor([5, 400])
+    with torch.no_grad():
+        default, first, second = net(x, t), net(x, t, torch.tensor([0, 0])), net(x, t, torch.tensor([1, 1]))
+        net.label = 1
+        assert torch.equal(net(x, t), second)
+    assert torch.equal(default, first) and not torch.allclose(first, second)
+    with pytest.raises(ConfigError, match="without classes"):
+        build_unet(TINY)(x, t, torch.tensor([0, 0]))
+    with pytest.raises(ConfigError, match="n_classes must be >= 0"):
+        build_unet({**TINY, "n_classes": -1})

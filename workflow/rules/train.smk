@@ -58,6 +58,8 @@ rule train_prior:
         model=lambda wc: prior_model_config(config, wc.modality),
         train=config["prior"]["train"],
         augment=lambda wc: config["prior"]["augment"][wc.modality],
+        # the blocks of the MRI training array; more than one trains a contrast-conditional model
+        contrasts=lambda wc: config["mri"]["train_contrasts"] if wc.modality == "mri" else [],
         seed=config["seed"],
     threads: 1
     resources:

@@ -35,7 +35,8 @@ def main(smk):
     lo, hi = partition_bounds(volumes.shape[1], G)[g]
     log.info("partition %d of %d: slices [%d, %d) of %d training volumes %s", g, G, lo, hi, len(volumes), volumes.shape[1:])
     result = train_partition(volumes, val, G=G, g=g, model_cfg=smk.params.model, train_cfg=smk.params.train,
-                             augment=smk.params.augment, seed=smk.params.seed, checkpoint_path=checkpoint_path(smk))
+                             augment=smk.params.augment, seed=smk.params.seed, checkpoint_path=checkpoint_path(smk),
+                             contrasts=smk.params.contrasts)
     if result.resumed_from:
         log.info("resumed from the checkpoint at step %d; %.0f s of training in all runs", result.resumed_from,
                  result.total_seconds)

@@ -8,6 +8,7 @@ from it continues exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -17,6 +18,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -75,6 +77,9 @@ class TrainResult:
     resumed_from: int = 0
     total_seconds: float = 0.0  # every run's training loop up to `step`, resumed runs included
     data_mean: np.ndarray | None = None  # (S_g, H, W) in [0, 1]: `training_mean` of the slabs
+    # A class model's `training_mean` of each class's slabs, then of all: (n_classes + 1, S_g, H, W)
+    class_means: np.ndarray | None = None
+    classes: tuple = ()  # a class model's class names (mri.train_contrasts)
 
     @property
     def prediction(self) -> str:
@@ -196,7 +201,9 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                 seed: int = 0, device: str | None = None, progress: bool = True, log_every: int = 10,
                 val_data: np.ndarray | None = None, val_every: int = 200, val_timesteps=VAL_TIMESTEPS,
                 val_max_slabs: int = 16, augment: dict | None = None,
-                min_snr_gamma: float | None = None, prediction: str = "eps") -> TrainResult:
+                min_snr_gamma: float | None = None, prediction: str = "eps",
+                labels: np.ndarray | None = None, classes: Sequence[str] = (),
+                label_dropout: float = 0.2) -> TrainResult:
     """Train an eps- (or v-) prediction prior on slabs `data` (N, S_g, H, W), float32 in [0, 1].
 
     One step = `grad_accum` micro-batches of `batch_size`, then Adam with lr * min(1, step /
@@ -214,8 +221,24 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
     per timestep (`GaussianDiffusion.loss`); None keeps the paper's uniform weights.
     `prediction` is "eps" (the paper's) or "v" (`GaussianDiffusion.loss`); the result's
     `eps_model` and `load_model` turn a v model into an eps predictor for sampling.
+
+    `classes` (names, e.g. the contrasts of mri.train_contrasts) with `labels` (N,), slab i's
+    class index, train a class-conditional model (`model.n_classes`); each training slab's label
+    is withheld (the "any class" label) with probability `label_dropout`, so the one model also
+    learns the prior of all classes together. The validation slabs are scored as class 0.
     """
     data = _check_slabs(data, "training data")
+    classes = tuple(str(c) for c in classes)
+    if classes:
+        labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
+        if labels.shape != (len(data),) or labels.min() < 0 or labels.max() >= len(classes):
+            raise InputError(f"class labels must be ({len(data)},) integers in [0, {len(classes)}) for the classes "
+                             f"{list(classes)}, got shape {labels.shape}")
+        if not 0.0 <= label_dropout < 1.0:
+            raise ConfigError(f"prior.train.label_dropout must be in [0, 1), got {label_dropout}")
+        model_cfg = {**model_cfg, "n_classes": len(classes)}
+    elif labels is not None:
+        raise InputError("class labels given without class names")
     val = None if val_data is None else _check_slabs(val_data, "validation data")[:max(val_max_slabs, 1)]
     if val is not None and val.shape[1:] != data.shape[1:]:
         raise InputError(f"validation slabs {val.shape[1:]} differ in shape from the training slabs {data.shape[1:]}")
@@ -238,8 +261,11 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                      "cpu_bf16": cpu_bf16, **({"augment": aug.as_dict()} if aug.active else {}),
                      **({"augment_rolls": True} if augment_rolls else {}),
                      **({"min_snr_gamma": float(min_snr_gamma)} if min_snr_gamma is not None else {}),
-                     **({"prediction": prediction} if prediction != "eps" else {})})
+                     **({"prediction": prediction} if prediction != "eps" else {}),
+                     **({"classes": list(classes), "label_dropout": label_dropout} if classes else {})})
     fingerprint = data_fingerprint(data.astype(np.float32))
+    if classes:
+        fingerprint += "-" + hashlib.sha256(labels.tobytes()).hexdigest()[:16]
     diffusion = GaussianDiffusion(timesteps=config["timesteps"])
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
@@ -284,6 +310,7 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                 torch.save(state, tmp)
 
         x_all = torch.from_numpy(data.astype(np.float32)).to(dev)
+        y_all = torch.from_numpy(labels).to(dev) if classes else None
         log.info("training on %s in %s", dev, "bf16 autocast" if bf16 else "float32")
         autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         model.train()
@@ -313,8 +340,13 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                     x0 = torch.stack([torch.roll(x, (dy % x.shape[-2], dx % x.shape[-1]), (-2, -1))
                                       for x, (dy, dx) in zip(x0, shifts)])
                 x0 = x0.contiguous(memory_format=fmt)
+                net = model
+                if classes:
+                    withheld = (torch.rand(batch_size, generator=gen) < label_dropout).to(dev)
+                    y = torch.where(withheld, len(classes), y_all[idx])
+                    net = functools.partial(model, y=y)
                 with autocast:
-                    loss = diffusion.loss(model, x0, generator=gen, min_snr_gamma=min_snr_gamma,
+                    loss = diffusion.loss(net, x0, generator=gen, min_snr_gamma=min_snr_gamma,
                                           prediction=prediction) / grad_accum
                 loss.backward()
                 total += loss.item()
@@ -347,19 +379,24 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
                        step=step, loss_history=history, val_history=val_history,
                        val_timesteps=tuple(val_timesteps), seconds=elapsed, resumed_from=resumed_from,
                        total_seconds=seconds_before + elapsed,
-                       data_mean=training_mean(data, flips=augment_flips, rolls=augment_rolls))
+                       data_mean=training_mean(data, flips=augment_flips, rolls=augment_rolls),
+                       classes=classes, class_means=None if not classes else np.stack(
+                           [training_mean(data[labels == c], flips=augment_flips, rolls=augment_rolls)
+                            for c in range(len(classes))] + [training_mean(data, flips=augment_flips, rolls=augment_rolls)]))
 
 
 def train_partition(volumes: np.ndarray, val: np.ndarray, *, G: int, g: int, model_cfg: dict, train_cfg: dict,
                     augment: dict, seed: int, checkpoint_path: str | os.PathLike | None, steps: int | None = None,
-                    **kwargs) -> TrainResult:
+                    contrasts: Sequence[str] = (), **kwargs) -> TrainResult:
     """`train_prior` on partition g of G of `volumes` (N, S, H, W) with the config's `prior.model`,
     `prior.train` and `prior.augment.<modality>` sections, as the pipeline's train_prior rule runs
     it: slab g of the training and validation volumes, seed `seed + 1000 G + g`. `steps`
     overrides `train_cfg["steps"]`. A `model_cfg` with circular padding
     (`physdiff.config.prior_model_config` where `prior.periodic.<modality>` is set) marks slices
     that wrap around laterally, as a periodic supercell's potential does; training then also
-    shifts slabs at random (`augment_rolls`). `kwargs` go to `train_prior` (device, progress)."""
+    shifts slabs at random (`augment_rolls`). `contrasts` (mri.train_contrasts), where more than
+    one, name the equal blocks of `volumes` (`build_mri_splits` stacks them so) and train a
+    contrast-conditional model. `kwargs` go to `train_prior` (device, progress)."""
     if val.shape[1:] != volumes.shape[1:]:
         raise InputError(f"validation volumes {val.shape[1:]} differ from the training volumes {volumes.shape[1:]}")
     lo, hi = partition_bounds(volumes.shape[1], G)[g]
@@ -371,7 +408,20 @@ def train_partition(volumes: np.ndarray, val: np.ndarray, *, G: int, g: int, mod
         grad_accum=tr["grad_accum"], ema_decay=tr["ema_decay"], ema_update_every=tr["ema_update_every"],
         warmup_steps=tr["warmup_steps"], augment=dict(augment), augment_flips=tr["augment_flips"],
         augment_rolls=model_cfg.get("padding") == "circular", checkpoint_path=checkpoint_path, checkpoint_every_s=tr["checkpoint_every_s"], seed=seed + 1000 * G + g,
-        min_snr_gamma=tr.get("min_snr_gamma"), prediction=tr.get("prediction", "eps"), **kwargs)
+        min_snr_gamma=tr.get("min_snr_gamma"), prediction=tr.get("prediction", "eps"),
+        **_class_args(len(volumes), contrasts, tr), **kwargs)
+
+
+def _class_args(n: int, contrasts: Sequence[str], train_cfg: dict) -> dict:
+    """train_prior's class arguments for a training array of `contrasts` blocks of subjects, in
+    that order (`build_mri_splits`); none for one contrast."""
+    if len(contrasts) < 2:
+        return {}
+    if n % len(contrasts):
+        raise InputError(f"{n} training volumes do not split into {len(contrasts)} equal blocks of the contrasts "
+                         f"{list(contrasts)} (mri.train_contrasts); rerun prepare_mri")
+    return {"classes": tuple(contrasts), "labels": np.repeat(np.arange(len(contrasts)), n // len(contrasts)),
+            "label_dropout": train_cfg["label_dropout"]}
 
 
 def save_model(path: str | os.PathLike, result: TrainResult) -> None:
@@ -384,17 +434,41 @@ def save_model(path: str | os.PathLike, result: TrainResult) -> None:
     state = {"model": result.model.state_dict(), "ema": result.ema_model.state_dict(), "config": result.config,
              "data_fingerprint": result.data_fingerprint, "step": result.step,
              "train_seconds": float(result.total_seconds),
-             **({"data_mean": torch.from_numpy(result.data_mean)} if result.data_mean is not None else {})}
+             **({"data_mean": torch.from_numpy(result.data_mean)} if result.data_mean is not None else {}),
+             **({"class_means": torch.from_numpy(result.class_means)} if result.class_means is not None else {})}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def load_model(path: str | os.PathLike, *, map_location="cpu") -> tuple[nn.Module, dict]:
+ANY_CLASS = "any"
+
+
+def model_classes(model: nn.Module) -> tuple[str, ...]:
+    """The class names of a class-conditional model from `load_model` (() for a plain one)."""
+    return tuple(getattr(getattr(model, "net", model), "classes", ()))
+
+
+def set_model_class(model: nn.Module, name: str) -> None:
+    """Make a class-conditional model from `load_model` draw class `name` ("any": every class
+    together, the label withheld), and its `data_mean` that class's training mean."""
+    net = getattr(model, "net", model)  # EpsFromV wraps a v model
+    classes = tuple(getattr(net, "classes", ()))
+    if not classes:
+        raise ConfigError(f"class '{name}' asked of a model trained without classes")
+    if name != ANY_CLASS and name not in classes:
+        raise ConfigError(f"class '{name}' is not one of the model's {list(classes)} or '{ANY_CLASS}'")
+    net.label = len(classes) if name == ANY_CLASS else classes.index(name)
+    model.data_mean = net.class_means[net.label]
+
+
+def load_model(path: str | os.PathLike, *, map_location="cpu", contrast: str | None = None) -> tuple[nn.Module, dict]:
     """Load model.pt safely; returns (U-Net holding the EMA weights as an eps predictor, in eval
     mode; meta dict). A v-prediction U-Net comes wrapped in `EpsFromV`.
 
     The model carries its training slabs' mean as `model.data_mean` ((S_g, H, W) float32 tensor
-    in [0, 1]; None in files written before it was stored), which `reverse_diffusion` uses."""
+    in [0, 1]; None in files written before it was stored), which `reverse_diffusion` uses.
+    A class-conditional model (trained on several mri.train_contrasts) draws `contrast` (one of
+    its classes, or "any"; default its first, FLAIR) and its data_mean is that class's."""
     state = load_checkpoint(path, map_location=map_location)
     missing = [k for k in ("ema", "config") if k not in state]
     if missing or not isinstance(state.get("config"), dict) or "model" not in state["config"]:
@@ -417,5 +491,18 @@ def load_model(path: str | os.PathLike, *, map_location="cpu") -> tuple[nn.Modul
         raise InputError(f"{path}: 'data_mean' must be a finite (S_g, H, W) tensor for "
                          f"{size} x {size} slices, got {getattr(mean, 'shape', type(mean).__name__)}")
     model.data_mean = None if mean is None else mean.float().cpu()
+    classes = tuple(state["config"].get("classes", ()))
+    if classes:
+        means = state.get("class_means")
+        if (not isinstance(means, torch.Tensor) or model.data_mean is None
+                or tuple(means.shape) != (len(classes) + 1, *model.data_mean.shape) or not torch.isfinite(means).all()):
+            raise InputError(f"{path}: a model of classes {list(classes)} needs finite 'class_means' of shape "
+                             f"({len(classes) + 1}, S_g, H, W), got {getattr(means, 'shape', type(means).__name__)}")
+        net = getattr(model, "net", model)
+        net.classes, net.class_means = classes, means.float().cpu()
+        set_model_class(model, contrast or classes[0])
+    elif contrast is not None:
+        raise InputError(f"{path}: contrast '{contrast}' asked of a model trained without contrast classes "
+                         "(mri.train_contrasts [flair])")
     meta = {k: state.get(k) for k in ("config", "data_fingerprint", "step", "train_seconds")}
     return model.to(map_location).eval(), meta

@@ -218,7 +218,7 @@ class VideoUNet(nn.Module):
     def __init__(self, *, dim: int = 16, dim_mults=(1, 2, 4), res_blocks: int = 1, attn_resolutions=(16,),
                  temporal_attn: bool = True, temporal_attn_resolutions=None, heads: int = 4, head_dim: int = 16, dropout: float = 0.0,
                  groups: int = 8, channels: int = 1, image_size: int | None = None, upsample: str = "conv_first",
-                 padding: str = "zeros"):
+                 padding: str = "zeros", n_classes: int = 0):
         super().__init__()
         chs = [dim * int(m) for m in dim_mults]
         if dim < 1 or not chs or res_blocks < 1:
@@ -240,6 +240,13 @@ class VideoUNet(nn.Module):
         cfg = dict(emb_dim=emb_dim, groups=groups, dropout=dropout, heads=heads, head_dim=head_dim, padding=padding)
         self.dim = dim
         self.time_mlp = nn.Sequential(nn.Linear(dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # Class conditioning (ours; the contrasts of mri.train_contrasts): an embedding added to the
+        # time embedding, with one more row, index n_classes, for "any class" (the label withheld).
+        # `label` is the class that forward() uses when it is given none: 0 unless set.
+        if int(n_classes) < 0:
+            raise ConfigError(f"model.n_classes must be >= 0, got {n_classes}")
+        self.n_classes, self.label = int(n_classes), 0
+        self.class_emb = nn.Embedding(self.n_classes + 1, emb_dim) if self.n_classes else None
         self.init_conv = _conv(channels, dim, padding)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -278,8 +285,9 @@ class VideoUNet(nn.Module):
             x = level.temporal(x)
         return x
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Predict eps for x_t of shape (B, C, S, H, W) at integer steps t of shape (B,)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict eps for x_t of shape (B, C, S, H, W) at integer steps t of shape (B,); a class
+        model takes class labels y (B,) in 0..n_classes (n_classes: any class), else `self.label`."""
         if x.ndim != 5:
             raise ConfigError(f"VideoUNet expects (B, C, S, H, W), got shape {tuple(x.shape)}")
         factor = 2 ** (self.levels - 1)
@@ -291,6 +299,12 @@ class VideoUNet(nn.Module):
             raise ConfigError(f"this model was built for slices of height model.image_size={self.image_size}, "
                               f"got {tuple(x.shape[-2:])}")
         emb = self.time_mlp(timestep_embedding(t.reshape(-1).expand(x.shape[0]), self.dim))
+        if self.class_emb is not None:
+            if y is None:
+                y = torch.full((x.shape[0],), int(self.label), dtype=torch.long, device=x.device)
+            emb = emb + self.class_emb(y.reshape(-1).expand(x.shape[0]).to(x.device)).to(emb.dtype)
+        elif y is not None:
+            raise ConfigError("class labels given to a model built without classes (model.n_classes = 0)")
         h = self.init_conv(x)
         skips = []
         for level, down in zip(self.down, self.downsample):
@@ -315,7 +329,7 @@ class VideoUNet(nn.Module):
 def build_unet(cfg: dict | None = None) -> VideoUNet:
     """Build a VideoUNet from a plain config dict; unknown keys are a ConfigError."""
     cfg = dict(cfg or {})
-    unknown = set(cfg) - set(DEFAULT_CONFIG) - {"channels"}
+    unknown = set(cfg) - set(DEFAULT_CONFIG) - {"channels", "n_classes"}  # n_classes only where > 0
     if unknown:
         raise ConfigError(f"model config has unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_CONFIG)}")
     full = {**DEFAULT_CONFIG, **cfg}

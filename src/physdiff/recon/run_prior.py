@@ -37,11 +37,13 @@ log = logging.getLogger(__name__)
 
 
 def load_partition_models(paths: Sequence[str], *, slices: int | None = None,
-                          size: Sequence[int] | None = None) -> list[torch.nn.Module]:
+                          size: Sequence[int] | None = None, contrast: str | None = None) -> list[torch.nn.Module]:
     """Load the G partition models (EMA weights, CPU), each checked by `load_model`.
 
     With `slices` (S of the volumes to reconstruct) G must fit into S; with `size` (H, W) every
     model must have been built for H x W slices. A mismatch is an InputError naming the file.
+    `contrast` picks the class of contrast-conditional models (mri.train_contrasts, or "any");
+    None: their first, FLAIR.
     """
     if not paths:
         raise InputError("no partition models given")
@@ -49,7 +51,7 @@ def load_partition_models(paths: Sequence[str], *, slices: int | None = None,
         raise InputError(f"{len(paths)} partition models cannot split {slices} slices")
     models = []
     for path in paths:
-        model, meta = load_model(path)
+        model, meta = load_model(path, contrast=contrast)
         built = meta["config"]["model"].get("image_size")
         if size is not None and built is not None and (int(built), int(built)) != tuple(size):
             raise InputError(f"{path}: the model was built for {built} x {built} slices, the volumes have "

@@ -16,7 +16,8 @@ anatomy is the generator's and only its contrast is new) and the first volume of
 bright; an anatomy and a contrast the prior never saw). None is FLAIR, so this measures
 robustness to contrast as much as to anatomy. It chooses nothing; it reads no test volume.
 `--models` scores other partition model files (g = 0..G-1) than the pipeline's; `--contrast`
-the contrasts that contrast-conditional models (mri.train_contrasts) draw, a DART row each. `--array` takes
+the contrasts that contrast-conditional models (mri.train_contrasts) draw, a DART row each;
+`--synthetic t1` the synthetic validation subjects drawn in T1 (or t2) contrast instead. `--array` takes
 volumes the pipeline has already prepared, (N, S, H, W) in [0, 1] (the OOD roots: the same
 measurement, seeds and methods as the reconstruct rules, with the default `--mask`), and `--n` the first N
 of them; the last line gives each method's mean.
@@ -67,6 +68,22 @@ def prepared_volumes(path: str, n: int | None, cfg: dict) -> dict[str, np.ndarra
     return {f"{Path(path).name}[{i}]": v.astype(np.float32) for i, v in enumerate(volumes[:n])}
 
 
+def synthetic_validation(res: Path, cfg: dict, contrast: str) -> dict[str, np.ndarray]:
+    """The synthetic validation subjects (the split of res/data/mri/brats/subjects.json) drawn in
+    `contrast` ("t1", "t2"; the generator's other contrasts) and preprocessed as the pipeline does."""
+    from physdiff.data.flair import subject_seeds, synth_flair_subject
+
+    mri = cfg["mri"]
+    if mri["source"] != "synthetic":
+        raise SystemExit("--synthetic needs mri.source: synthetic")
+    seeds = subject_seeds(cfg["seed"], mri["n_subjects"])
+    ids = json.loads((res / "data/mri/brats/subjects.json").read_text())["val"]
+    return {f"{i} {contrast}": preprocess_volume(
+        synth_flair_subject(seeds[int(i.rsplit("_", 1)[1]) - 1], shape=tuple(mri["volume_shape"]),
+                            contrasts=("flair", contrast)).others[contrast],
+        n_slices=mri["n_slices"], size=mri["size"], margin=mri["crop_margin"]) for i in ids}
+
+
 def partition_models(res: Path, cfg: dict, paths: list[str] | None = None, contrast: str | None = None) -> tuple[int, list]:
     """(G, models): the given partition model files, or the pipeline's G = recon.partitions.mri ones,
     drawing `contrast` where they are contrast-conditional."""
@@ -94,6 +111,8 @@ def main() -> None:
     parser.add_argument("--array", default=None,
                         help="an (N, S, H, W) .npy of prepared volumes (e.g. results/data/mri/roots/ood.npy) instead")
     parser.add_argument("--n", type=int, default=None, help="with --array: only the first N volumes")
+    parser.add_argument("--synthetic", choices=["t1", "t2"], default=None,
+                        help="instead: the synthetic validation subjects drawn in this contrast (the generator's)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and BLAS threads (default: all cores); 1 when sharing the machine with other jobs")
     parser.add_argument("--contrast", nargs="+", default=[None],
@@ -107,8 +126,12 @@ def main() -> None:
     res = Path(args.results)
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     rc, mri = cfg["recon"], cfg["mri"]
-    volumes = prepared_volumes(args.array, args.n, cfg) if args.array else (
-        {Path(p).name: load_volume(p) for p in args.volumes} if args.volumes else packaged_volumes())
+    prepared = args.array or args.synthetic  # volumes already preprocessed, measured with seed + i
+    if args.synthetic:
+        volumes = synthetic_validation(res, cfg, args.synthetic)
+    else:
+        volumes = prepared_volumes(args.array, args.n, cfg) if args.array else (
+            {Path(p).name: load_volume(p) for p in args.volumes} if args.volumes else packaged_volumes())
     mask = np.load(res / f"data/mri/masks/{args.mask}.npy")
     sets = {c: partition_models(res, cfg, args.models, c) for c in args.contrast}
     G = next(iter(sets.values()))[0]
@@ -117,8 +140,8 @@ def main() -> None:
     print(f"mask {args.mask}, DART G = {G} with {settings}", flush=True)
     table: dict[str, list[float]] = {}
     for i, (name, raw) in enumerate(volumes.items()):
-        seed = cfg["seed"] + (i if args.array else 0)  # prepared volume i is measured as the reconstruct rules do
-        truth = raw if args.array else preprocess_volume(raw, n_slices=mri["n_slices"], size=mri["size"],
+        seed = cfg["seed"] + (i if prepared else 0)  # prepared volume i is measured as the reconstruct rules do
+        truth = raw if prepared else preprocess_volume(raw, n_slices=mri["n_slices"], size=mri["size"],
                                                          margin=mri["crop_margin"])
         scores = {}
         y = simulate_kspace(truth, mask, noise_std=rc["mri"]["noise_std"], seed=seed)

@@ -135,6 +135,8 @@ def test_t1_and_t2_draw_the_same_subject_in_their_own_contrast():
     alone = flair.synth_flair_subject(seed, shape=shape)
     subject = flair.synth_flair_subject(seed, shape=shape, with_labels=True, contrasts=("flair", "t1", "t2"))
     assert np.array_equal(subject.volume, alone.volume) and set(subject.others) == {"t1", "t2"}
+    t2_alone = flair.synth_flair_subject(seed, shape=shape, contrasts=("flair", "t2")).others["t2"]
+    assert np.array_equal(subject.others["t2"], t2_alone)  # each contrast's draws are its own
     lab = subject.labels
     t1 = {k: subject.others["t1"][lab == k].mean() for k in (flair.CSF, flair.GM, flair.WM, flair.CORE)}
     t2 = {k: subject.others["t2"][lab == k].mean() for k in (flair.CSF, flair.GM, flair.WM, flair.CORE)}

@@ -11,8 +11,8 @@ Per subject (all drawn from one seed):
 
 The same subject can also be drawn in T1 and T2 contrast (`contrasts`, BraTS's `t1`/`t2` files):
 the same anatomy, warp, lesions and bias field, with that contrast's tissue intensities (T1: CSF
-dark, white matter brightest, lesions dark; T2: CSF brightest, lesions bright) and noise. Those
-draws come from a second generator, so the FLAIR volume of a seed is the same whichever
+dark, white matter brightest, lesions dark; T2: CSF brightest, lesions bright) and noise. Each
+contrast draws from a generator of its own, so every volume of a seed is the same whichever
 contrasts are asked for. The prior can train on them (`mri.train_contrasts`) to learn brain
 anatomy in more than one contrast (`benchmarks/prior_study.md`, "Contrasts for real scans").
 
@@ -181,14 +181,16 @@ def synth_flair_subject(
         raise ValueError(f"unknown contrasts {sorted(unknown)}; expected some of {list(CONTRASTS)}")
     shape = tuple(int(n) for n in shape)
     rng = np.random.default_rng(seed)
-    other_rng = np.random.default_rng([seed, 1])  # the other contrasts' draws, apart from FLAIR's
+    # each other contrast draws from its own generator, so a subject's T1 is the same whichever
+    # contrasts are asked for, and FLAIR's draws are those of a FLAIR-only subject
+    other_rngs = {name: np.random.default_rng([seed, CONTRASTS.index(name)]) for name in contrasts if name != "flair"}
     csf, gm, wm, seeds = _tissue_maps()
     c_wm = rng.uniform(0.45, 0.55)
     c_gm = c_wm * rng.uniform(1.3, 1.5)
     c_csf = c_wm * rng.uniform(0.05, 0.15)
     images = {"flair": c_csf * csf + c_wm * wm + c_gm * gm}
     for name in (c for c in CONTRASTS if c in contrasts and c != "flair"):
-        r = {k: other_rng.uniform(*_RATIOS[name][k]) for k in ("csf", "gm")}
+        r = {k: other_rngs[name].uniform(*_RATIOS[name][k]) for k in ("csf", "gm")}
         images[name] = c_wm * (r["csf"] * csf + wm + r["gm"] * gm)
     # Mild tissue texture (~3 mm grain, +-4 %) so flat regions are not perfectly smooth.
     texture = ndimage.zoom(rng.standard_normal((40, 47, 38)).astype(np.float32), np.divide(csf.shape, (40, 47, 38)), order=1, grid_mode=True, mode="nearest")
@@ -202,7 +204,8 @@ def synth_flair_subject(
     lesions = _draw_lesions(rng, csf.shape, wm + 0.5 * gm, seeds)
     for name, image in images.items():
         ratios = ([(lesion.edema_ratio, lesion.core_ratio) for lesion in lesions] if name == "flair" else
-                  [(other_rng.uniform(*_RATIOS[name]["edema"]), other_rng.uniform(*_RATIOS[name]["core"])) for _ in lesions])
+                  [(other_rngs[name].uniform(*_RATIOS[name]["edema"]), other_rngs[name].uniform(*_RATIOS[name]["core"]))
+                   for _ in lesions])
         _paint_lesions(image, lesions, c_wm, ratios)
     if labels is not None:
         _label_lesions(labels, lesions)
@@ -218,7 +221,7 @@ def synth_flair_subject(
     bias = _bias_field(shape, rng)
     for name, volume in volumes.items():
         volume *= bias
-        noise_rng = rng if name == "flair" else other_rng
+        noise_rng = rng if name == "flair" else other_rngs[name]
         sigma = np.float32(c_wm * noise_rng.uniform(0.015, 0.035))
         real = volume + sigma * noise_rng.standard_normal(shape, dtype=np.float32)
         imag = sigma * noise_rng.standard_normal(shape, dtype=np.float32)
@@ -234,6 +237,11 @@ def synth_flair_volume(seed: int, *, shape: tuple[int, int, int] = BRATS_SHAPE) 
     return synth_flair_subject(seed, shape=shape).volume
 
 
+def subject_seeds(seed: int, n_subjects: int) -> list[int]:
+    """The seeds of synthetic subjects 1..n_subjects (`BraTS20_Training_NNN`), spawned from `seed`."""
+    return [int(child.generate_state(1)[0]) for child in np.random.SeedSequence(seed).spawn(n_subjects)]
+
+
 def write_synthetic_brats(
     out_root: str | os.PathLike, *, n_subjects: int, seed: int,
     shape: tuple[int, int, int] = BRATS_SHAPE, contrasts: tuple[str, ...] = ("flair",),
@@ -243,10 +251,9 @@ def write_synthetic_brats(
     Files: `out_root/MICCAI_BraTS2020_TrainingData/BraTS20_Training_NNN/BraTS20_Training_NNN_<contrast>.nii.gz`
     for each of `contrasts` ("flair" always). Returns the FLAIR files.
     """
-    children = np.random.SeedSequence(seed).spawn(n_subjects)
     paths = []
-    for i, child in enumerate(tqdm(children, desc="synthetic subjects", unit="subject"), start=1):
-        subject = synth_flair_subject(int(child.generate_state(1)[0]), shape=shape, contrasts=tuple(contrasts))
+    for i, child_seed in enumerate(tqdm(subject_seeds(seed, n_subjects), desc="synthetic subjects", unit="subject"), start=1):
+        subject = synth_flair_subject(child_seed, shape=shape, contrasts=tuple(contrasts))
         name = f"BraTS20_Training_{i:03d}"
         folder = Path(out_root) / BRATS_DATA_DIR / name
         paths.append(write_volume(folder / f"{name}_flair.nii.gz", subject.volume, spacing=subject.spacing))

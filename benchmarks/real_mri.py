@@ -115,6 +115,8 @@ def main() -> None:
                         help="instead: the synthetic validation subjects drawn in this contrast (the generator's)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and BLAS threads (default: all cores); 1 when sharing the machine with other jobs")
+    parser.add_argument("--dart-override", default="{}",
+                        help='JSON of DART settings that replace the tuned ones, e.g. \'{"eta": 0.0}\'')
     parser.add_argument("--contrast", nargs="+", default=[None],
                         help="with contrast-conditional models (mri.train_contrasts): the contrasts DART draws, "
                              "a row each (names, or 'any': every contrast together); default their first, FLAIR")
@@ -135,7 +137,8 @@ def main() -> None:
     mask = np.load(res / f"data/mri/masks/{args.mask}.npy")
     sets = {c: partition_models(res, cfg, args.models, c) for c in args.contrast}
     G = next(iter(sets.values()))[0]
-    settings = json.loads((res / "recon/mri/tuning/dart.json").read_text())["settings"]
+    settings = {**json.loads((res / "recon/mri/tuning/dart.json").read_text())["settings"],
+                **json.loads(args.dart_override)}
     problem_cfg = mri_problem_config(cfg)
     print(f"mask {args.mask}, DART G = {G} with {settings}", flush=True)
     table: dict[str, list[float]] = {}

@@ -30,6 +30,10 @@ def test_test_config_runs_every_rule_end_to_end(test_config_run):
     raw = work / "results/data/mri/raw/synthetic"
     for contrast in contrasts:
         assert len(list(raw.glob(f"*/BraTS20_Training_*/BraTS20_Training_*_{contrast}.nii.gz"))) == cfg["mri"]["n_subjects"]
+    from physdiff.models.train import load_model, model_classes  # the MRI models are contrast-conditional
+    model, _ = load_model(work / "results/prior/mri/G2/g0/model.pt")
+    assert model_classes(model) == tuple(contrasts) and model.label == 0  # drawing FLAIR by default
+    assert model_classes(load_model(work / "results/prior/stem/G2/g0/model.pt")[0]) == ()
     assert np.load(work / "results/data/mri/roots/ood.npy").shape == (cfg["mri"]["ood"]["n_volumes"], s, h, w)
     for kind in cfg["mri"]["masks"]["kinds"]:
         assert np.load(work / f"results/data/mri/masks/{kind}_R4.npy").shape == (h, w)
@@ -89,7 +93,7 @@ def test_corrupt_nifti_fails_the_job_naming_the_file_and_leaves_nothing(tmp_path
     for i in range(4):
         write_volume(data / f"subject{i}.nii.gz", rng.random((48, 48, 24)).astype(np.float32))
     (data / "subject9.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
-    work = _workdir(tmp_path / "work", {"mri": {"source": "nifti", "path": str(data)}})
+    work = _workdir(tmp_path / "work", {"mri": {"source": "nifti", "path": str(data), "train_contrasts": ["flair"]}})
     target = "results/data/mri/brats/train.npy"
     run = subprocess.run(
         [*SNAKEMAKE, "--directory", str(work), "--cores", "1", target], capture_output=True, text=True, timeout=600,

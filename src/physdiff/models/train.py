@@ -375,14 +375,15 @@ def train_prior(data: np.ndarray, *, model_cfg: dict, steps: int, batch_size: in
         if checkpoint_path is not None:
             save_checkpoint(elapsed)
     ema.ema_model.eval()
+    data_mean = training_mean(data, flips=augment_flips, rolls=augment_rolls)
+    class_means = None if not classes else np.stack(
+        [training_mean(data[labels == c], flips=augment_flips, rolls=augment_rolls) for c in range(len(classes))]
+        + [data_mean])  # the last row, "any class", is the mean of every slab
     return TrainResult(model=model, ema_model=ema.ema_model, config=config, data_fingerprint=fingerprint,
                        step=step, loss_history=history, val_history=val_history,
                        val_timesteps=tuple(val_timesteps), seconds=elapsed, resumed_from=resumed_from,
-                       total_seconds=seconds_before + elapsed,
-                       data_mean=training_mean(data, flips=augment_flips, rolls=augment_rolls),
-                       classes=classes, class_means=None if not classes else np.stack(
-                           [training_mean(data[labels == c], flips=augment_flips, rolls=augment_rolls)
-                            for c in range(len(classes))] + [training_mean(data, flips=augment_flips, rolls=augment_rolls)]))
+                       total_seconds=seconds_before + elapsed, data_mean=data_mean,
+                       classes=classes, class_means=class_means)
 
 
 def train_partition(volumes: np.ndarray, val: np.ndarray, *, G: int, g: int, model_cfg: dict, train_cfg: dict,

@@ -27,11 +27,12 @@ import yaml
 
 from physdiff.config import mri_problem_config, validate_config
 from physdiff.data.mri_prep import preprocess_volume
+from physdiff.metrics.ssim import ssim_volume
 from physdiff.recon.run_prior import build_problem, run_dart, validation_problems
 from physdiff.workflow import set_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_mri import baseline_ssim, packaged_volumes, partition_models  # noqa: E402
+from real_mri import baseline, packaged_volumes, partition_models  # noqa: E402
 
 
 def main() -> None:
@@ -81,7 +82,7 @@ def main() -> None:
         seconds = (time.perf_counter() - tic) / (len(val) + len(real))
         print(f"| {start:g} | " + " | ".join(cells) + f" | {seconds:.1f} |", flush=True)
     for method in ("zero_filled", "cs_l1_wavelet") if real else ():
-        cells = [f"{n} {baseline_ssim(method, real_problems[n].y, mask, t, res=res, mask_name=mask_name, cfg=cfg):.3f}"
+        cells = [f"{n} {ssim_volume(baseline(method, real_problems[n].y, mask, res=res, mask_name=mask_name, cfg=cfg), t):.3f}"
                  for n, t in real.items()]
         print(f"{method}: " + ", ".join(cells), flush=True)
 

@@ -17,10 +17,15 @@ bright; an anatomy and a contrast the prior never saw). None is FLAIR, so this m
 robustness to contrast as much as to anatomy. It chooses nothing; it reads no test volume.
 `--models` scores other partition model files (g = 0..G-1) than the pipeline's; `--contrast`
 the contrasts that contrast-conditional models (mri.train_contrasts) draw, a DART row each;
-`--synthetic t1` the synthetic validation subjects drawn in T1 (or t2) contrast instead. `--array` takes
+`--synthetic t1` the synthetic validation subjects drawn in T1 (or t2) contrast instead. Each
+score is SSIM, with the volume's PSNR in dB after it. `--holdout F` adds a check that needs no ground
+truth: every method reconstructs again from the measured lines less a seeded fraction F of those
+outside the centre band (`physdiff.data.masks.holdout_lines`) and is scored by its normalised
+error on the held-out lines, ||M_h (F x - y)||^2 / ||M_h y||^2 ("held-out NMSE"). `--array` takes
 volumes the pipeline has already prepared, (N, S, H, W) in [0, 1] (the OOD roots: the same
 measurement, seeds and methods as the reconstruct rules, with the default `--mask`), and `--n` the first N
-of them; the last line gives each method's mean.
+of them; `--val N` the pipeline's first N validation volumes, measured with the seeds tune_dart
+uses (seed + 100000 + i). The last line gives each method's mean SSIM.
 """
 
 from __future__ import annotations
@@ -32,14 +37,16 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from physdiff.config import mri_problem_config, validate_config
+from physdiff.config import center_fraction, mri_problem_config, validate_config
+from physdiff.data.masks import holdout_lines
 from physdiff.data.mri_prep import preprocess_volume
 from physdiff.data.nifti import load_volume
-from physdiff.metrics.ssim import ssim_volume
-from physdiff.physics.mri import simulate_kspace
+from physdiff.metrics.ssim import psnr_volume, ssim_volume
+from physdiff.physics.mri import fft2c, simulate_kspace
+from physdiff.recon.problems import MRIProblem
 from physdiff.recon.mri_baselines import MRI_BASELINES
 from physdiff.recon.run import mri_params
-from physdiff.recon.run_prior import build_problem, load_partition_models, run_dart
+from physdiff.recon.run_prior import load_partition_models, run_dart
 from physdiff.workflow import set_threads
 
 
@@ -92,14 +99,19 @@ def partition_models(res: Path, cfg: dict, paths: list[str] | None = None, contr
     return G, load_partition_models(paths, slices=cfg["mri"]["n_slices"], size=cfg["mri"]["size"], contrast=contrast)
 
 
-def baseline_ssim(method: str, y: np.ndarray, mask: np.ndarray, truth: np.ndarray, *, res: Path, mask_name: str,
-                  cfg: dict) -> float:
-    """SSIM of a classical baseline at the weight tune_mri_baseline chose for the mask."""
+def baseline(method: str, y: np.ndarray, mask: np.ndarray, *, res: Path, mask_name: str, cfg: dict) -> np.ndarray:
+    """A classical baseline's reconstruction at the weight tune_mri_baseline chose for the mask `mask_name`."""
     rc = cfg["recon"]["mri"]
     tuned = None if method == "zero_filled" else json.loads((res / f"recon/mri/tuning/{mask_name}/{method}.json").read_text())
     params = mri_params(method, max_iter=rc["max_iter"].get(method), tuned=tuned, wavelet=rc["cs_wavelet"],
                         levels=rc["cs_levels"])
-    return ssim_volume(MRI_BASELINES[method](y, mask, **params), truth)
+    return MRI_BASELINES[method](y, mask, **params)
+
+
+def heldout_nmse(x: np.ndarray, y: np.ndarray, held: np.ndarray) -> float:
+    """||M_h (F x - y)||^2 / ||M_h y||^2: how well x predicts the measured lines it was not given."""
+    k = fft2c(np.asarray(x, np.float32))
+    return float(np.sum(np.abs(held * (k - y)) ** 2) / np.sum(np.abs(held * y) ** 2))
 
 
 def main() -> None:
@@ -111,6 +123,8 @@ def main() -> None:
     parser.add_argument("--array", default=None,
                         help="an (N, S, H, W) .npy of prepared volumes (e.g. results/data/mri/roots/ood.npy) instead")
     parser.add_argument("--n", type=int, default=None, help="with --array: only the first N volumes")
+    parser.add_argument("--val", type=int, default=None, metavar="N",
+                        help="instead: the first N validation volumes (results/data/mri/brats/val.npy), measured as tune_dart does")
     parser.add_argument("--synthetic", choices=["t1", "t2"], default=None,
                         help="instead: the synthetic validation subjects drawn in this contrast (the generator's)")
     parser.add_argument("--threads", type=int, default=None,
@@ -120,6 +134,9 @@ def main() -> None:
     parser.add_argument("--contrast", nargs="+", default=[None],
                         help="with contrast-conditional models (mri.train_contrasts): the contrasts DART draws, "
                              "a row each (names, or 'any': every contrast together); default their first, FLAIR")
+    parser.add_argument("--holdout", type=float, default=None, metavar="F",
+                        help="also score each method by its error on a seeded fraction F of the measured lines "
+                             "outside the centre band, reconstructed without them (no ground truth needed)")
     parser.add_argument("--models", nargs="*", default=None,
                         help="partition model files g = 0..G-1 (default: the pipeline's results/prior/mri/G<G>/g<g>/model.pt)")
     args = parser.parse_args()
@@ -128,8 +145,11 @@ def main() -> None:
     res = Path(args.results)
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     rc, mri = cfg["recon"], cfg["mri"]
-    prepared = args.array or args.synthetic  # volumes already preprocessed, measured with seed + i
-    if args.synthetic:
+    prepared = args.array or args.synthetic or args.val  # volumes already preprocessed, measured with seed + i
+    offset = 100_000 if args.val else 0  # validation volumes: the seeds load_val_problems measures them with
+    if args.val:
+        volumes = prepared_volumes(str(res / "data/mri/brats/val.npy"), args.val, cfg)
+    elif args.synthetic:
         volumes = synthetic_validation(res, cfg, args.synthetic)
     else:
         volumes = prepared_volumes(args.array, args.n, cfg) if args.array else (
@@ -142,23 +162,35 @@ def main() -> None:
     problem_cfg = mri_problem_config(cfg)
     print(f"mask {args.mask}, DART G = {G} with {settings}", flush=True)
     table: dict[str, list[float]] = {}
+    rate = int(args.mask.rsplit("_R", 1)[1]) if "_R" in args.mask else None
     for i, (name, raw) in enumerate(volumes.items()):
-        seed = cfg["seed"] + (i if prepared else 0)  # prepared volume i is measured as the reconstruct rules do
+        seed = cfg["seed"] + (offset + i if prepared else 0)  # prepared volume i: as the reconstruct rules measure it
         truth = raw if prepared else preprocess_volume(raw, n_slices=mri["n_slices"], size=mri["size"],
                                                          margin=mri["crop_margin"])
-        scores = {}
         y = simulate_kspace(truth, mask, noise_std=rc["mri"]["noise_std"], seed=seed)
-        for method in ("zero_filled", "cs_l1_wavelet", "tv"):
-            scores[method] = baseline_ssim(method, y, mask, truth, res=res, mask_name=args.mask, cfg=cfg)
-        problem = build_problem("mri", problem_cfg, volume=truth, mask=mask, seed=seed)
-        for contrast, (_, models) in sets.items():
-            scores["dart" if contrast is None else f"dart[{contrast}]"] = run_dart(
-                models, problem, truth, modality="mri", settings=settings, seed=cfg["seed"], progress=False)[1]["ssim"]
-        print(f"{name} {tuple(raw.shape)} -> {truth.shape}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()),
-              flush=True)
+
+        def reconstruct(y_: np.ndarray, mask_: np.ndarray) -> dict[str, np.ndarray]:
+            out = {m: baseline(m, y_, mask_, res=res, mask_name=args.mask, cfg=cfg)
+                   for m in ("zero_filled", "cs_l1_wavelet", "tv")}
+            problem = MRIProblem(y_, mask_, lam=problem_cfg["lam"])
+            for contrast, (_, models) in sets.items():
+                out["dart" if contrast is None else f"dart[{contrast}]"] = run_dart(
+                    models, problem, truth, modality="mri", settings=settings, seed=cfg["seed"], progress=False)[0]
+            return out
+
+        recons = reconstruct(y, mask)
+        scores = {k: ssim_volume(x, truth) for k, x in recons.items()}
+        line = ", ".join(f"{k} {scores[k]:.3f} ({psnr_volume(x, truth):.2f} dB)" for k, x in recons.items())
+        if args.holdout:
+            if rate is None:
+                raise SystemExit(f"--holdout needs a mask named <kind>_R<rate>, got {args.mask}")
+            kept, held = holdout_lines(mask, args.holdout, center_fraction=center_fraction(cfg, rate), seed=seed)
+            errors = {k: heldout_nmse(x, y, held) for k, x in reconstruct(y * kept, kept).items()}
+            line += "; held-out NMSE " + ", ".join(f"{k} {v:.3f}" for k, v in errors.items())
+        print(f"{name} {tuple(raw.shape)} -> {truth.shape}: {line}", flush=True)
         for k, v in scores.items():
             table.setdefault(k, []).append(v)
-    print(f"mean over {len(volumes)}: " + ", ".join(f"{k} {np.mean(v):.3f} ± {np.std(v):.3f}" for k, v in table.items()))
+    print(f"mean SSIM over {len(volumes)}: " + ", ".join(f"{k} {np.mean(v):.3f} ± {np.std(v):.3f}" for k, v in table.items()))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from physdiff.data.masks import MASK_KINDS, acceleration_of, center_band, make_mask
+from physdiff.data.masks import MASK_KINDS, acceleration_of, center_band, holdout_lines, make_mask
 from physdiff.errors import ConfigError, InputError
 
 SHAPE = (96, 128)
@@ -102,3 +102,30 @@ def test_acceleration_of_empty_mask_is_an_input_error():
     with pytest.raises(InputError):
         acceleration_of(np.zeros(SHAPE, dtype=bool))
     assert acceleration_of(np.ones(SHAPE, dtype=bool)) == 1.0
+
+
+@pytest.mark.parametrize("n_slices", [None, 5])
+def test_holdout_splits_the_outer_lines_and_keeps_the_centre(n_slices):
+    mask = make_mask("gaussian", shape=(16, 64), acceleration=4, center_fraction=0.08, seed=3, n_slices=n_slices)
+    kept, held = holdout_lines(mask, 0.25, center_fraction=0.08, seed=7)
+    assert not (kept & held).any() and np.array_equal(kept | held, mask)
+    centre = center_band(64, 0.08)
+    for k, h, m in zip(kept.reshape(-1, 16, 64), held.reshape(-1, 16, 64), mask.reshape(-1, 16, 64)):
+        assert k[:, centre].all() and not h[:, centre].any()
+        outer = np.setdiff1d(np.flatnonzero(m[0]), centre)  # 11 lines at R = 4, W = 64 (16 minus a 5-line centre)
+        assert h[0].sum() == round(0.25 * len(outer)) == 3
+        assert (h == h[:1]).all()  # whole lines
+    again = holdout_lines(mask, 0.25, center_fraction=0.08, seed=7)
+    assert np.array_equal(again[1], held)
+    assert not np.array_equal(holdout_lines(mask, 0.25, center_fraction=0.08, seed=8)[1], held)
+
+
+def test_holdout_bad_fraction_and_centre_only_mask():
+    mask = make_mask("uniform", shape=(8, 32), acceleration=4, center_fraction=0.08, seed=0)
+    for fraction in (0.0, 1.0, -0.1):
+        with pytest.raises(ConfigError, match="holdout fraction"):
+            holdout_lines(mask, fraction, center_fraction=0.08, seed=0)
+    centre_only = np.zeros((8, 32), bool)
+    centre_only[:, center_band(32, 0.25)] = True
+    with pytest.raises(InputError, match="no sampled line outside the centre band"):
+        holdout_lines(centre_only, 0.5, center_fraction=0.25, seed=0)

@@ -103,6 +103,34 @@ def make_mask(
     return stack
 
 
+def holdout_lines(mask: np.ndarray, fraction: float, *, center_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split a line mask into (kept, held out): a seeded `fraction` of the sampled lines outside
+    the centre band (per slice for an (S, H, W) mask) is held out, the centre band always kept.
+
+    Reconstructing from `kept` and comparing with the measurement on `held` is a check that needs
+    no ground truth (benchmarks/real_mri.py `--holdout`). The held-out lines follow the mask's own
+    line density, so they test mostly the low and middle frequencies a variable-density mask favours.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim not in (2, 3):
+        raise InputError(f"mask: expected (H, W) or (S, H, W), got shape {mask.shape}")
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"holdout fraction must lie in (0, 1), got {fraction}")
+    planes = mask.reshape(-1, *mask.shape[-2:])
+    centre = center_band(mask.shape[-1], center_fraction)
+    rng = np.random.default_rng(seed)
+    held = np.zeros_like(planes)
+    for s, plane in enumerate(planes):
+        lines = np.flatnonzero(plane.any(axis=0))
+        outer = np.setdiff1d(lines, centre)
+        if len(outer) == 0:
+            raise InputError(f"mask slice {s}: no sampled line outside the centre band to hold out")
+        n = min(len(outer) - 1, max(1, int(round(fraction * len(outer))))) if len(outer) > 1 else 1
+        held[s][:, rng.permutation(outer)[:n]] = True
+    held = held.reshape(mask.shape) & mask
+    return mask & ~held, held
+
+
 def acceleration_of(mask: np.ndarray) -> float:
     """Achieved acceleration: all k-space samples over sampled ones (= lines / sampled lines)."""
     mask = np.asarray(mask, dtype=bool)

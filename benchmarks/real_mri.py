@@ -162,7 +162,11 @@ def main() -> None:
     problem_cfg = mri_problem_config(cfg)
     print(f"mask {args.mask}, DART G = {G} with {settings}", flush=True)
     table: dict[str, list[float]] = {}
-    rate = int(args.mask.rsplit("_R", 1)[1]) if "_R" in args.mask else None
+    if args.holdout:  # checked before any reconstruction
+        rate = args.mask.rsplit("_R", 1)[-1]
+        if "_R" not in args.mask or not rate.isdigit():
+            raise SystemExit(f"--holdout needs a mask named <kind>_R<rate>, got {args.mask}")
+        holdout_centre = center_fraction(cfg, int(rate))
     for i, (name, raw) in enumerate(volumes.items()):
         seed = cfg["seed"] + (offset + i if prepared else 0)  # prepared volume i: as the reconstruct rules measure it
         truth = raw if prepared else preprocess_volume(raw, n_slices=mri["n_slices"], size=mri["size"],
@@ -182,9 +186,7 @@ def main() -> None:
         scores = {k: ssim_volume(x, truth) for k, x in recons.items()}
         line = ", ".join(f"{k} {scores[k]:.3f} ({psnr_volume(x, truth):.2f} dB)" for k, x in recons.items())
         if args.holdout:
-            if rate is None:
-                raise SystemExit(f"--holdout needs a mask named <kind>_R<rate>, got {args.mask}")
-            kept, held = holdout_lines(mask, args.holdout, center_fraction=center_fraction(cfg, rate), seed=seed)
+            kept, held = holdout_lines(mask, args.holdout, center_fraction=holdout_centre, seed=seed)
             errors = {k: heldout_nmse(x, y, held) for k, x in reconstruct(y * kept, kept).items()}
             line += "; held-out NMSE " + ", ".join(f"{k} {v:.3f}" for k, v in errors.items())
         print(f"{name} {tuple(raw.shape)} -> {truth.shape}: {line}", flush=True)

@@ -125,7 +125,7 @@ def holdout_lines(mask: np.ndarray, fraction: float, *, center_fraction: float, 
         outer = np.setdiff1d(lines, centre)
         if len(outer) == 0:
             raise InputError(f"mask slice {s}: no sampled line outside the centre band to hold out")
-        n = min(len(outer) - 1, max(1, int(round(fraction * len(outer))))) if len(outer) > 1 else 1
+        n = max(1, min(int(round(fraction * len(outer))), len(outer) - 1))  # at least one, and one kept where two or more
         held[s][:, rng.permutation(outer)[:n]] = True
     held = held.reshape(mask.shape) & mask
     return mask & ~held, held

@@ -6,7 +6,7 @@ import torch
 
 from physdiff.data.phantoms import blob_volume
 from physdiff.errors import ConfigError
-from physdiff.models.augment import IntensityAugment, _blur, _intensity_map
+from physdiff.models.augment import IntensityAugment, _blur, _intensity_map, _zoom
 from physdiff.models.train import train_prior
 
 
@@ -75,3 +75,31 @@ def test_training_records_the_augmentation():
     assert res.config["augment"]["contrast"] == 1.0
     plain = train_prior(_slabs().numpy(), model_cfg=cfg, steps=2, batch_size=2, progress=False)
     assert "augment" not in plain.config
+
+
+def test_zoom_at_one_is_the_identity_and_magnifies_a_ramp_about_its_window():
+    ramp = torch.arange(32, dtype=torch.float32).expand(3, 32, 32) / 31  # value = column / 31
+    torch.testing.assert_close(_zoom(ramp, 1.0, torch.zeros(2)), ramp)
+    out = _zoom(ramp, 2.0, torch.tensor([0.0, 0.5]))  # the right half of the columns, twice as wide
+    slope = out[:, :, 1:] - out[:, :, :-1]
+    inner = slope[:, :, 1:-1]
+    torch.testing.assert_close(inner, torch.full_like(inner, 0.5 / 31))
+    assert abs(float(out[0, 0, 0]) - 15.75 / 31) < 1e-5  # first output pixel centre: input column 15.75
+    torch.testing.assert_close(out[0], out[2])  # every slice the same window
+
+
+def test_zoom_always_on_keeps_the_window_inside_and_crops_the_black_border():
+    x = _slabs(n=8)
+    x[:, :, :6] = 0
+    x[:, :, -6:] = 0
+    aug = IntensityAugment(zoom=1, zoom_max=3)
+    y = aug(x, torch.Generator().manual_seed(4))
+    assert y.shape == x.shape and float(y.min()) >= 0
+    assert float((y == 0).float().mean()) < float((x == 0).float().mean())
+    assert torch.equal(y, aug(x, torch.Generator().manual_seed(4)))
+    # off, zoom draws nothing: the other kinds see the same random numbers as without the option
+    a = IntensityAugment(contrast=1, blur=1)(x, torch.Generator().manual_seed(5))
+    b = IntensityAugment(contrast=1, blur=1, zoom=0, zoom_max=3)(x, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="zoom_max"):
+        IntensityAugment(zoom=0.5, zoom_max=0.5)

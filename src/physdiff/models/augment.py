@@ -1,10 +1,14 @@
-"""Intensity augmentation of MRI training slabs: contrast, bias field, noise and resolution.
+"""Augmentation of MRI training slabs: field of view, contrast, bias field, noise and resolution.
 
-The synthetic FLAIR volumes have one contrast, no coil shading, no noise and one resolution;
-real scans vary in all four, and a prior that knows only the generator pulls DART toward it
+The synthetic FLAIR volumes have one field of view (the whole head, with a black margin), one
+contrast, no coil shading, no noise and one resolution; real scans vary in all five, and a prior that knows only the generator pulls DART toward it
 (benchmarks/real_mri.py). Each augmentation is applied to a slab with its own probability and
 draws its strength at random, from the trainer's CPU generator, so a resumed run repeats it:
 
+* field of view ("zoom", applied first): the slab magnified in-plane by a factor uniform in
+  [1, zoom_max] about a random centre, drawn from the middle half of the shifts that keep the
+  window inside the slab, so mostly on the head (bilinear, the same window for every slice), as
+  a scan whose field of view lies inside the head;
 * contrast: a random piecewise-linear intensity map with `contrast_knots` interior knots,
   values uniform in [0.05, 1] and not sorted, so tissue order can flip as between FLAIR and
   T1; 0 stays 0 (background stays black);
@@ -33,24 +37,28 @@ class IntensityAugment:
     bias_field: float = 0.0
     noise: float = 0.0
     blur: float = 0.0
+    zoom: float = 0.0
     contrast_knots: int = 4
     bias_amplitude: float = 0.3
     noise_std: float = 0.02
     blur_sigma: float = 1.0
+    zoom_max: float = 2.0
 
     def __post_init__(self):
-        for name in ("contrast", "bias_field", "noise", "blur"):
+        for name in ("contrast", "bias_field", "noise", "blur", "zoom"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"prior.augment: '{name}' is a probability in [0, 1], got {getattr(self, name)}")
         for name in ("bias_amplitude", "noise_std", "blur_sigma"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"prior.augment: '{name}' must be >= 0, got {getattr(self, name)}")
+        if self.zoom_max < 1:
+            raise ConfigError(f"prior.augment: 'zoom_max' is a magnification >= 1, got {self.zoom_max}")
         if self.contrast_knots < 1:
             raise ConfigError(f"prior.augment: 'contrast_knots' must be >= 1, got {self.contrast_knots}")
 
     @property
     def active(self) -> bool:
-        return any((self.contrast, self.bias_field, self.noise, self.blur))
+        return any((self.contrast, self.bias_field, self.noise, self.blur, self.zoom))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -64,6 +72,9 @@ class IntensityAugment:
         out = []
         for i in range(b):
             v = x[i].float()
+            if self.zoom and u(1).item() < self.zoom:  # no draw when off: the other kinds' draws stay as before
+                scale = 1 + (self.zoom_max - 1) * u(1).item()
+                v = _zoom(v, scale, (1 - 1 / scale) * (u(2) - 0.5))  # the middle half of the shifts that stay inside
             if u(1).item() < self.contrast:
                 v = _intensity_map(v, torch.cat([torch.zeros(1), 0.05 + 0.95 * u(self.contrast_knots + 1)]))
             if u(1).item() < self.bias_field:
@@ -76,6 +87,14 @@ class IntensityAugment:
                 v = _blur(v, self.blur_sigma * u(1).item())
             out.append(v / v.max().clamp_min(1e-6))
         return torch.stack(out).to(x.dtype)
+
+
+def _zoom(v: torch.Tensor, scale: float, centre: torch.Tensor) -> torch.Tensor:
+    """Every slice of v (S, H, W) magnified `scale` times about `centre` (y, x) in normalised
+    coordinates [-1, 1]: output point p samples the input at centre + p / scale (bilinear)."""
+    theta = torch.tensor([[1 / scale, 0.0, float(centre[1])], [0.0, 1 / scale, float(centre[0])]], dtype=v.dtype)
+    grid = F.affine_grid(theta[None].expand(len(v), 2, 3), [len(v), 1, *v.shape[1:]], align_corners=False)
+    return F.grid_sample(v[:, None], grid.to(v.device), mode="bilinear", padding_mode="border", align_corners=False)[:, 0]
 
 
 def _intensity_map(v: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

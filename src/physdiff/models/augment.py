@@ -1,8 +1,8 @@
 """Augmentation of MRI training slabs: field of view, contrast, bias field, noise and resolution.
 
 The synthetic FLAIR volumes have one field of view (the whole head, with a black margin), one
-contrast, no coil shading, no noise and one resolution; real scans vary in all five, and a prior that knows only the generator pulls DART toward it
-(benchmarks/real_mri.py). Each augmentation is applied to a slab with its own probability and
+contrast, no coil shading, no noise and one resolution; real scans vary in all five, and a
+prior that knows only the generator pulls DART toward it (benchmarks/real_mri.py). Each augmentation is applied to a slab with its own probability and
 draws its strength at random, from the trainer's CPU generator, so a resumed run repeats it:
 
 * field of view ("zoom", applied first): the slab magnified in-plane by a factor uniform in

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import yaml
 
+from physdiff.recon.run_prior import tuning_file
 from physdiff.config import mri_problem_config, stem_problem_config, validate_config
 from physdiff.data.stem_sim import load_sample
 from physdiff.data.transforms import load_transform
@@ -100,7 +101,7 @@ def agreement(res: Path, cfg: dict, stem_cfg: dict) -> None:
                                  progress=False) for d in ("cpu", DEV)}
     print(f"20 DDIM steps, eta 0, G=2 with overlap seams: {rel(vols[DEV], vols['cpu']):.2e}")
 
-    settings = json.loads((res / "recon/mri/tuning/dart.json").read_text())["settings"]
+    settings = json.loads((tuning_file(res, "mri", "dart")).read_text())["settings"]
     problem = build_problem("mri", cfg, volume=vol, mask=mask, seed=cfg["seed"],
                             solver_tuning=str(res / f"recon/mri/tuning/gaussian_R4/{cfg['solver']}.json"))
     for d in ("cpu", DEV):
@@ -109,7 +110,7 @@ def agreement(res: Path, cfg: dict, stem_cfg: dict) -> None:
                  progress=False)
         print(f"MRI DART {settings} on {d}: SSIM {score('mri', r.volume, vol)['ssim']:.4f}, {r.seconds:.1f} s")
     smodels = load_partition_models([str(res / f"prior/stem/G2/g{g}/model.pt") for g in range(2)])
-    ssettings = json.loads((res / "recon/stem/tuning/dart.json").read_text())["settings"]
+    ssettings = json.loads((tuning_file(res, "stem", "dart")).read_text())["settings"]
     transform = load_transform(res / "prior/stem/scale.json")
     for d in ("cpu", DEV):
         sp = build_problem("stem", stem_cfg, sample=sample, transform=transform, device=d,
@@ -165,7 +166,7 @@ def speed(res: Path, cfg: dict, stem_cfg: dict, full_cfg: dict, n_vol: int, trai
     print(f"\n## speed on {DEV}")
     test = np.load(res / "data/mri/brats/test.npy", mmap_mode="r")
     mask = np.load(res / "data/mri/masks/gaussian_R4.npy")
-    settings = json.loads((res / "recon/mri/tuning/dart.json").read_text())["settings"]
+    settings = json.loads((tuning_file(res, "mri", "dart")).read_text())["settings"]
     print("| MRI DART | steps | s/volume | peak CUDA MB | SSIM |\n|---|---|---|---|---|")
     for G in (1, 2) if "mri" in parts else ():
         models = load_partition_models([str(res / f"prior/mri/G{G}/g{g}/model.pt") for g in range(G)])
@@ -181,9 +182,9 @@ def speed(res: Path, cfg: dict, stem_cfg: dict, full_cfg: dict, n_vol: int, trai
                   f"{max(r['peak_mem_mb'] for r in rows):.0f} | {np.mean([r['ssim'] for r in rows]):.4f} |", flush=True)
 
     smodels = load_partition_models([str(res / f"prior/stem/G2/g{g}/model.pt") for g in range(2)])
-    ssettings = json.loads((res / "recon/stem/tuning/dart.json").read_text())["settings"]
+    ssettings = json.loads((tuning_file(res, "stem", "dart")).read_text())["settings"]
     transform = load_transform(res / "prior/stem/scale.json")
-    n_iter = json.loads((res / "recon/stem/tuning/drift.json").read_text())["n_iter"]
+    n_iter = json.loads((tuning_file(res, "stem", "drift")).read_text())["n_iter"]
     for path in sorted((res / "data/stem/test").glob("*.npz"))[:n_vol] if "stem" in parts else ():
         sample = load_sample(path)
         truth, sigma = np.asarray(sample["potential"], np.float32), float(sample["sigma"])

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from physdiff.recon.run_prior import tuning_file
 from physdiff.config import validate_config
 from physdiff.metrics.seams import partition_boundaries, seam_ratio
 from physdiff.recon.run_prior import load_partition_models, run_dart, validation_problems
@@ -45,7 +46,7 @@ def main() -> None:
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     rc = cfg["recon"]
     G, mask = rc["partitions"]["mri"], rc["dart"]["mri_tune_mask"]
-    tuning = res / "recon/mri/tuning/dart.json"
+    tuning = tuning_file(res, "mri", "dart")
     settings = json.loads(tuning.read_text())["settings"]
     problems = validation_problems(res, cfg, "mri", args.n_val, solver_tuning=False)
     S = problems[0][1].shape[0]

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from physdiff.recon.run_prior import tuning_file
 from physdiff.config import mri_problem_config, validate_config
 from physdiff.data.mri_prep import preprocess_volume
 from physdiff.metrics.ssim import ssim_volume
@@ -54,7 +55,7 @@ def main() -> None:
     mask_name = rc["dart"]["mri_tune_mask"]
     mask = np.load(res / f"data/mri/masks/{mask_name}.npy")
     G, models = partition_models(res, cfg, args.models)
-    tuned = res / "recon/mri/tuning/dart.json"
+    tuned = tuning_file(res, "mri", "dart")
     base = (json.loads(tuned.read_text())["settings"] if tuned.is_file()
             else {k: rc["dart"][k] for k in ("sampler", "steps", "eta", "correction", "n_samples", "seam")})
     settings = {**base, **json.loads(args.override)}

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import yaml
 
+from physdiff.recon.run_prior import tuning_file
 from physdiff.config import stem_problem_config, validate_config
 from physdiff.data.plan import recon_order, stem_plan
 from physdiff.data.stem_sim import load_sample
@@ -84,7 +85,7 @@ def main() -> None:
                          np.asarray(sample["potential"], np.float32), float(sample["sigma"])))
     G = cfg["recon"]["partitions"]["stem"]
     models = load_partition_models([str(res / f"prior/stem/G{G}/g{g}/model.pt") for g in range(G)])
-    settings = json.loads((res / "recon/stem/tuning/dart.json").read_text())["settings"]
+    settings = json.loads((tuning_file(res, "stem", "dart")).read_text())["settings"]
     pool = problems[0][0].transform.decode(np.load(res / "recon/stem/drift/candidates.npy"))
     pool = pool[: cfg["recon"]["drift"]["n_candidates"]["stem"]]
     ks = sorted(set(args.k))

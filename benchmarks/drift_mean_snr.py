@@ -32,7 +32,7 @@ from prior_compute import drift_pool, drift_ssims  # noqa: E402
 
 def main() -> None:
     from physdiff.config import mri_problem_config, validate_config
-    from physdiff.recon.run_prior import load_drift_tuning, load_partition_models, load_test_problem, validation_problems
+    from physdiff.recon.run_prior import load_drift_tuning, load_partition_models, load_test_problem, tuning_file, validation_problems
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modality", choices=["mri", "stem"], default="mri")
@@ -52,7 +52,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     res, mask_name = Path(args.results), args.mask or cfg["recon"]["dart"]["mri_tune_mask"]
-    K, M = load_drift_tuning(res / f"recon/{args.modality}/tuning/drift.json")
+    K, M = load_drift_tuning(tuning_file(res, args.modality, "drift"))
     K = args.k or K
     if args.split == "val":
         problems = validation_problems(res, cfg, args.modality, args.n, solver_tuning=not args.no_solver_tuning)

@@ -97,9 +97,10 @@ def main() -> None:
     if min(args.pool) < 1:
         raise SystemExit(f"--pool: sizes must be >= 1, got {args.pool}")
     set_threads(args.threads)
+    from physdiff.recon.run_prior import tuning_file
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     res = Path(args.results)
-    Ks = args.k or [json.loads((res / f"recon/{args.modality}/tuning/drift.json").read_text())["n_iter"]]
+    Ks = args.k or [json.loads((tuning_file(res, args.modality, "drift")).read_text())["n_iter"]]
     solver, tuned = cfg["recon"]["drift"]["stem_solver"], None
     if args.tune_solver:
         if args.modality != "stem":

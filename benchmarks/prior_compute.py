@@ -33,6 +33,7 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
+from physdiff.recon.run_prior import tuning_file
 from physdiff.config import validate_config
 
 
@@ -99,7 +100,7 @@ def score(args, cfg: dict) -> None:
     rc = cfg["recon"]
     for modality in args.modality:
         G = rc["partitions"][modality]
-        settings = {**json.loads((res / f"recon/{modality}/tuning/dart.json").read_text())["settings"],
+        settings = {**json.loads((tuning_file(res, modality, "dart")).read_text())["settings"],
                     **json.loads(args.dart_override)}
         problems = validation_problems(res, cfg, modality, args.n_val, solver_tuning=False)  # tune_dart's
         truths = np.stack([truth for _, truth, _ in problems])
@@ -163,7 +164,7 @@ def drift_line(cfg: dict, res: Path, modality: str, models, n_val: int, shape) -
     """DRIFT and its twin on the first n_val validation problems, from a pool these models draw."""
     from physdiff.recon.run_prior import load_drift_tuning, validation_problems
 
-    K, M = load_drift_tuning(res / f"recon/{modality}/tuning/drift.json")
+    K, M = load_drift_tuning(tuning_file(res, modality, "drift"))
     problems = validation_problems(res, cfg, modality, n_val, solver_tuning=True)  # tune_drift's
     drift, twin = drift_ssims(drift_pool(cfg, modality, models, shape), problems, modality, K, refine_top=M)
     return (f"DRIFT (pool of {cfg['recon']['drift']['n_candidates'][modality]}, K = {K}, M = {M}): validation SSIM "

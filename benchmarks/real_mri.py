@@ -137,6 +137,10 @@ def main() -> None:
     parser.add_argument("--holdout", type=float, default=None, metavar="F",
                         help="also score each method by its error on a seeded fraction F of the measured lines "
                              "outside the centre band, reconstructed without them (no ground truth needed)")
+    parser.add_argument("--adapt", action="append", default=[], metavar="JSON",
+                        help='also DART with per-scan adaptation (recon.dart.adapt settings, e.g. \'{"rank": 4}\'; '
+                             "'{}' for the defaults), a row each; repeat for several")
+    parser.add_argument("--no-dart", action="store_true", help="leave out plain DART (with --adapt)")
     parser.add_argument("--models", nargs="*", default=None,
                         help="partition model files g = 0..G-1 (default: the pipeline's results/prior/mri/G<G>/g<g>/model.pt)")
     args = parser.parse_args()
@@ -157,10 +161,13 @@ def main() -> None:
     mask = np.load(res / f"data/mri/masks/{args.mask}.npy")
     sets = {c: partition_models(res, cfg, args.models, c) for c in args.contrast}
     G = next(iter(sets.values()))[0]
-    settings = {**json.loads((res / "recon/mri/tuning/dart.json").read_text())["settings"],
+    settings = {**json.loads((res / f"recon/mri/tuning/{args.mask}/dart.json").read_text())["settings"],
                 **json.loads(args.dart_override)}
     problem_cfg = mri_problem_config(cfg)
-    print(f"mask {args.mask}, DART G = {G} with {settings}", flush=True)
+    adapts = [json.loads(a) for a in args.adapt]
+    stops: dict[str, list[int]] = {}
+    print(f"mask {args.mask}, DART G = {G} with {settings}" + "".join(f"; adapt{j} {a}" for j, a in enumerate(adapts)),
+          flush=True)
     table: dict[str, list[float]] = {}
     if args.holdout:  # checked before any reconstruction
         rate = args.mask.rsplit("_R", 1)[-1]
@@ -178,8 +185,15 @@ def main() -> None:
                    for m in ("zero_filled", "cs_l1_wavelet", "tv")}
             problem = MRIProblem(y_, mask_, lam=problem_cfg["lam"])
             for contrast, (_, models) in sets.items():
-                out["dart" if contrast is None else f"dart[{contrast}]"] = run_dart(
-                    models, problem, truth, modality="mri", settings=settings, seed=cfg["seed"], progress=False)[0]
+                name = "dart" if contrast is None else f"dart[{contrast}]"
+                if not args.no_dart:
+                    out[name] = run_dart(models, problem, truth, modality="mri", settings=settings, seed=seed,
+                                         progress=False)[0]
+                for j, adapt in enumerate(adapts):
+                    key = f"{name}+adapt{j if len(adapts) > 1 else ''}"
+                    out[key], row, _ = run_dart(models, problem, truth, modality="mri", settings=settings, seed=seed,
+                                                progress=False, adapt=adapt)
+                    stops.setdefault(key, []).append(row["adapt_stop"])
             return out
 
         recons = reconstruct(y, mask)
@@ -192,6 +206,8 @@ def main() -> None:
         print(f"{name} {tuple(raw.shape)} -> {truth.shape}: {line}", flush=True)
         for k, v in scores.items():
             table.setdefault(k, []).append(v)
+    for key, values in stops.items():
+        print(f"{key}: held-out stop after {values} fits")
     print(f"mean SSIM over {len(volumes)}: " + ", ".join(f"{k} {np.mean(v):.3f} ± {np.std(v):.3f}" for k, v in table.items()))
 
 

@@ -108,12 +108,12 @@ def _report(name: str, runs: list[dict]) -> float:
 def _mri_tasks(args, cfg: dict, res: Path) -> tuple[dict, dict, dict, str]:
     """(common task fields, {method: extra fields}, DART settings, the classical reference) for MRI."""
     from physdiff.config import mri_problem_config
-    from physdiff.recon.run_prior import load_drift_tuning
+    from physdiff.recon.run_prior import load_drift_tuning, tuning_file
 
     rc = cfg["recon"]
     tuning = {m: str(res / f"recon/mri/tuning/{args.mask}/{m}.json") for m in ("cs_l1_wavelet", "tv", "projection")}
-    settings = json.loads((res / "recon/mri/tuning/dart.json").read_text())["settings"]
-    drift_iter, drift_refine_top = load_drift_tuning(res / "recon/mri/tuning/drift.json")
+    settings = json.loads((tuning_file(res, "mri", "dart", args.mask)).read_text())["settings"]
+    drift_iter, drift_refine_top = load_drift_tuning(tuning_file(res, "mri", "drift", args.mask))
     base = {"modality": "mri", "data": str(res / "data/mri/brats/test.npy"),
             "mask": str(res / f"data/mri/masks/{args.mask}.npy"),
             "cfg": mri_problem_config(cfg), "tuning": tuning, "max_iter": rc["mri"]["max_iter"],
@@ -128,15 +128,15 @@ def _stem_tasks(args, cfg: dict, res: Path) -> tuple[dict, dict, dict, str]:
     """The same for 4D-STEM: the reconstruct rules' first test samples, the tuned baselines."""
     from physdiff.config import stem_problem_config
     from physdiff.data.plan import recon_order, stem_plan
-    from physdiff.recon.run_prior import load_drift_tuning
+    from physdiff.recon.run_prior import load_drift_tuning, tuning_file
 
     rc = cfg["recon"]
     names = recon_order([r for r in stem_plan(cfg) if r["split"] == "test"])
     baselines = list(rc["stem"]["methods"])
     problem_cfg = stem_problem_config(cfg)
     tuning = {m: str(res / f"recon/stem/tuning/{m}.json") for m in {*baselines, problem_cfg["solver"]}}
-    settings = json.loads((res / "recon/stem/tuning/dart.json").read_text())["settings"]
-    drift_iter, drift_refine_top = load_drift_tuning(res / "recon/stem/tuning/drift.json")
+    settings = json.loads((tuning_file(res, "stem", "dart")).read_text())["settings"]
+    drift_iter, drift_refine_top = load_drift_tuning(tuning_file(res, "stem", "drift"))
     base = {"modality": "stem", "samples": [str(res / f"data/stem/test/{n}.npz") for n in names],
             "cfg": problem_cfg, "tuning": tuning, "baselines": baselines, "transform": str(res / "prior/stem/scale.json"),
             "settings": {m: rc["stem"][m] for m in baselines},

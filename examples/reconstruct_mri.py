@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from physdiff.recon.run_prior import tuning_file
 from physdiff.config import center_fraction, dart_settings, load_config
 from physdiff.data.masks import make_mask
 from physdiff.data.mri_prep import preprocess_volume
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
 
     models = args.models or [res / f"prior/mri/G2/g{g}/model.pt" for g in range(2)]
     models = load_partition_models(models, slices=y.shape[0], size=y.shape[1:], contrast=args.contrast)
-    settings = (tuned(res / "recon/mri/tuning/dart.json") or {"settings": dart_settings(cfg)})["settings"]
+    settings = (tuned(tuning_file(res, "mri", "dart")) or {"settings": dart_settings(cfg)})["settings"]
     settings = {**settings, **({"steps": args.steps} if args.steps else {})}
     # hard data consistency (Eq. 4): DART's measured k-space lines equal y
     problem = MRIProblem(y, mask, lam=cfg["recon"]["dart"]["mri_lambda"])

@@ -54,7 +54,7 @@ def test_test_config_runs_every_rule_end_to_end(test_config_run):
     assert len(zero_filled) >= 2 and not np.array_equal(np.load(zero_filled[0]), np.load(zero_filled[1]))
     # DRIFT (4D-STEM): tune_drift chose M among the counts it refined; each test job logs every
     # candidate, and the chosen one is among the M best-scored, with its data loss
-    tuning = json.loads((work / "results/recon/stem/tuning/drift.json").read_text())
+    tuning = json.loads((work / "results/recon/stem/tuning/full/drift.json").read_text())
     assert 1 <= tuning["refine_top"] <= cfg["recon"]["drift"]["refine_top"]["stem"]
     table = pd.read_csv(next((work / "results/recon/stem/test/drift").glob("*_scores.csv")))
     assert len(table) == cfg["recon"]["drift"]["n_candidates"]["stem"]

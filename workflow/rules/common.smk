@@ -204,13 +204,18 @@ def prior_transform(wildcards):
 
 
 def validation_inputs(wildcards):
+    """The validation volumes (measured with the mask being tuned) or samples of tune_dart and tune_drift."""
     if wildcards.modality == "mri":
-        mask = RECON["dart"]["mri_tune_mask"]
+        if wildcards.mask == "full":
+            raise WorkflowError("MRI settings are tuned per mask: results/recon/mri/tuning/<kind>_R<rate>/...")
+        mask = wildcards.mask
         return {
             "val": rules.prepare_mri.output.val,
             "mask": f"results/data/mri/masks/{mask}.npy",
             "solver_tuning": f"results/recon/mri/tuning/{mask}/{RECON['drift']['mri_solver']}.json",
         }
+    if wildcards.mask != "full":
+        raise WorkflowError("4D-STEM measures every scan position: its settings live in results/recon/stem/tuning/full/")
     val = [f"results/data/stem/val/{s}.npz" for s in recon_order([r for r in STEM_PLAN if r["split"] == "val"])]
     if not val:
         raise WorkflowError("DART and DRIFT choose their settings on validation crystals, but stem.split.val gives none")
@@ -227,6 +232,13 @@ def problem_params(modality):
 
 
 DART_BASE = dart_settings(config)
+# recon.dart.adapt without `enabled`: the settings of physdiff.recon.adapt.AdaptSettings
+DART_ADAPT = {k: v for k, v in RECON["dart"]["adapt"].items() if k != "enabled"}
+# DART and DRIFT are tuned per MRI mask (as the baselines are); 4D-STEM's one setting is "full"
+TUNING_MASKS = "|".join([*MASK_IDS, "full"])
+MRI_DART_METHODS = ["dart", "dart_adapt"] if RECON["dart"]["adapt"]["enabled"] else ["dart"]
+# "DART, self-validated": per scan, the held-out check chooses among these (physdiff.recon.select)
+SELFVAL_FROM = [*MRI_DART_METHODS, "cs_l1_wavelet"]
 
 
 def mri_test_inputs(wildcards):
@@ -251,7 +263,8 @@ def prior_recon_metrics():
     for dataset, masks in MRI_SETS:
         out += expand(
             "results/recon/mri/{dataset}/{mask}/{method}/{sample}.json",
-            dataset=dataset, mask=masks, method=["dart", "drift", "drift_physics_only"], sample=mri_recon_samples(dataset),
+            dataset=dataset, mask=masks, method=[*MRI_DART_METHODS, "dart_selfval", "drift", "drift_physics_only"],
+            sample=mri_recon_samples(dataset),
         )
     for split in ("test", "ood"):
         out += expand(

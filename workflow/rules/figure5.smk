@@ -14,8 +14,8 @@ rule figure5:
         volumes=rules.prepare_mri.output.test,
         mask=f"results/data/mri/masks/{FIG5_MASK}.npy",
         solver_tuning=f"results/recon/mri/tuning/{FIG5_MASK}/{RECON['drift']['mri_solver']}.json",
-        dart_tuning="results/recon/mri/tuning/dart.json",
-        drift_tuning="results/recon/mri/tuning/drift.json",
+        dart_tuning=f"results/recon/mri/tuning/{FIG5_MASK}/dart.json",
+        drift_tuning=f"results/recon/mri/tuning/{FIG5_MASK}/drift.json",
         # every partition model of every G, in (G, g) order
         models=[f"results/prior/mri/G{G}/g{g}/model.pt" for G in FIG5_G for g in range(G)],
         # the benchmark files of the jobs that trained those models and sampled with them

@@ -36,13 +36,14 @@ rule tune_dart:
         unpack(validation_inputs),
         models=dart_models,
     output:
-        "results/recon/{modality}/tuning/dart.json",
+        "results/recon/{modality}/tuning/{mask}/dart.json",
     log:
-        "results/logs/recon/tune_dart/{modality}.log",
+        "results/logs/recon/tune_dart/{modality}/{mask}.log",
     benchmark:
-        "results/benchmarks/recon/tune_dart/{modality}.tsv"
+        "results/benchmarks/recon/tune_dart/{modality}/{mask}.tsv"
     wildcard_constraints:
         modality="mri|stem",
+        mask=TUNING_MASKS,
     params:
         modality=lambda wc: wc.modality,
         problem=lambda wc: problem_params(wc.modality),
@@ -67,13 +68,14 @@ rule tune_drift:
         unpack(validation_inputs),
         candidates=rules.drift_candidates.output[0],
     output:
-        "results/recon/{modality}/tuning/drift.json",
+        "results/recon/{modality}/tuning/{mask}/drift.json",
     log:
-        "results/logs/recon/tune_drift/{modality}.log",
+        "results/logs/recon/tune_drift/{modality}/{mask}.log",
     benchmark:
-        "results/benchmarks/recon/tune_drift/{modality}.tsv"
+        "results/benchmarks/recon/tune_drift/{modality}/{mask}.tsv"
     wildcard_constraints:
         modality="mri|stem",
+        mask=TUNING_MASKS,
     params:
         modality=lambda wc: wc.modality,
         problem=lambda wc: problem_params(wc.modality),
@@ -95,21 +97,28 @@ rule reconstruct_dart_mri:
     input:
         unpack(mri_test_inputs),
         models=expand("results/prior/mri/G{G}/g{g}/model.pt", G=DART_G["mri"], g=range(DART_G["mri"])),
-        tuning="results/recon/mri/tuning/dart.json",
+        # roots take the settings chosen for the same mask in distribution: OOD scans are never tuned on
+        tuning="results/recon/mri/tuning/{mask}/dart.json",
     output:
-        recon="results/recon/mri/{dataset}/{mask}/dart/{sample}.npy",
-        metrics="results/recon/mri/{dataset}/{mask}/dart/{sample}.json",
-        steps="results/recon/mri/{dataset}/{mask}/dart/{sample}_steps.csv",
+        recon="results/recon/mri/{dataset}/{mask}/{method}/{sample}.npy",
+        metrics="results/recon/mri/{dataset}/{mask}/{method}/{sample}.json",
+        steps="results/recon/mri/{dataset}/{mask}/{method}/{sample}_steps.csv",
+        # the reconstruction from the lines less the held-out ones (the self-validated choice's check)
+        kept="results/recon/mri/{dataset}/{mask}/{method}/{sample}_kept.npy",
     log:
-        "results/logs/recon/mri/{dataset}/{mask}/dart/{sample}.log",
+        "results/logs/recon/mri/{dataset}/{mask}/{method}/{sample}.log",
     benchmark:
-        "results/benchmarks/recon/mri/{dataset}/{mask}/dart/{sample}.tsv"
+        "results/benchmarks/recon/mri/{dataset}/{mask}/{method}/{sample}.tsv"
     wildcard_constraints:
         dataset="brats|roots",
+        method="dart|dart_adapt",
         sample=r"\d+",
     params:
         modality="mri",
         problem=problem_params("mri"),
+        # method dart_adapt: the prior adapted to each scan (physdiff.recon.adapt); None for plain DART
+        adapt=lambda wc: DART_ADAPT if wc.method == "dart_adapt" else None,
+        heldout=DART_ADAPT["holdout"],
         seed=config["seed"],
     threads: 1
     resources:
@@ -122,11 +131,48 @@ rule reconstruct_dart_mri:
         "../scripts/reconstruct_dart.py"
 
 
+rule reconstruct_selfval_mri:
+    input:
+        unpack(mri_test_inputs),
+        cs_tuning="results/recon/mri/tuning/{mask}/cs_l1_wavelet.json",
+        recons=expand("results/recon/mri/{{dataset}}/{{mask}}/{method}/{{sample}}.npy", method=SELFVAL_FROM),
+        metrics=expand("results/recon/mri/{{dataset}}/{{mask}}/{method}/{{sample}}.json", method=SELFVAL_FROM),
+        kept=expand("results/recon/mri/{{dataset}}/{{mask}}/{method}/{{sample}}_kept.npy",
+                    method=[m for m in SELFVAL_FROM if m.startswith("dart")]),
+    output:
+        recon="results/recon/mri/{dataset}/{mask}/dart_selfval/{sample}.npy",
+        metrics="results/recon/mri/{dataset}/{mask}/dart_selfval/{sample}.json",
+    log:
+        "results/logs/recon/mri/{dataset}/{mask}/dart_selfval/{sample}.log",
+    benchmark:
+        "results/benchmarks/recon/mri/{dataset}/{mask}/dart_selfval/{sample}.tsv"
+    wildcard_constraints:
+        dataset="brats|roots",
+        sample=r"\d+",
+    params:
+        methods=SELFVAL_FROM,
+        problem=problem_params("mri"),
+        heldout=DART_ADAPT["holdout"],
+        weighting=RECON["dart"]["selfval_weighting"],
+        max_iter=RECON["mri"]["max_iter"]["cs_l1_wavelet"],
+        wavelet=RECON["mri"]["cs_wavelet"],
+        levels=RECON["mri"]["cs_levels"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/physdiff.yaml"
+    script:
+        "../scripts/select_mri.py"
+
+
 rule reconstruct_dart_stem:
     input:
         unpack(stem_test_inputs),
         models=expand("results/prior/stem/G{G}/g{g}/model.pt", G=DART_G["stem"], g=range(DART_G["stem"])),
-        tuning="results/recon/stem/tuning/dart.json",
+        tuning="results/recon/stem/tuning/full/dart.json",
     output:
         recon="results/recon/stem/{split}/dart/{sample}.npy",
         metrics="results/recon/stem/{split}/dart/{sample}.json",
@@ -156,7 +202,7 @@ rule reconstruct_drift_mri:
     input:
         unpack(mri_test_inputs),
         candidates="results/recon/mri/drift/candidates.npy",
-        tuning="results/recon/mri/tuning/drift.json",
+        tuning="results/recon/mri/tuning/{mask}/drift.json",
     output:
         drift_recon="results/recon/mri/{dataset}/{mask}/drift/{sample}.npy",
         drift_metrics="results/recon/mri/{dataset}/{mask}/drift/{sample}.json",
@@ -188,7 +234,7 @@ rule reconstruct_drift_stem:
     input:
         unpack(stem_test_inputs),
         candidates="results/recon/stem/drift/candidates.npy",
-        tuning="results/recon/stem/tuning/drift.json",
+        tuning="results/recon/stem/tuning/full/drift.json",
     output:
         drift_recon="results/recon/stem/{split}/drift/{sample}.npy",
         drift_metrics="results/recon/stem/{split}/drift/{sample}.json",

@@ -22,6 +22,8 @@ LABELS = {
     "sparse_decomposition": "sparse decomposition (re-impl.)",
     "drift_physics_only": "DRIFT's physics-only twin",
     "dart": "DART",
+    "dart_adapt": "DART + adaptation (ours)",
+    "dart_selfval": "DART, self-validated (ours)",
     "drift": "DRIFT",
 }
 ORDER = list(LABELS)

@@ -118,7 +118,8 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
                       x0_correction: Correction | None = None, xt_correction: Correction | None = None,
                       diffusion: GaussianDiffusion | None = None, devices: Sequence | None = None,
                       progress: bool = True, seam: str = "none", start: float = 1.0,
-                      x_init: torch.Tensor | None = None, mean_snr: float = 0.0) -> torch.Tensor:
+                      x_init: torch.Tensor | None = None, mean_snr: float = 0.0,
+                      before_step: Callable[[torch.Tensor, int], torch.Tensor | None] | None = None) -> torch.Tensor:
     """Sample B volumes of shape (S, H, W) with G partition models; returns (B, S, H, W) in [0, 1].
 
     `models[g]` maps (x_t slab (B, 1, S_g, H, W), t (B,)) to eps; `shape` = (B, S, H, W).
@@ -144,6 +145,10 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
     the best x0 is the data mean, while an eps network's x0 = (x_t - sqrt(1 - abar_t) eps) /
     sqrt(abar_t) is its eps error magnified 2e4 times at t = T, which the clamp to
     [-1, 1] turns into a random grey offset per volume.
+
+    `before_step(x_t, t)` runs before the networks at each step where they run (DART's per-scan
+    adaptation, `physdiff.recon.adapt`, updates the models there); where it returns eps of x_t,
+    the step uses that instead of running the networks again.
     """
     if sampler not in ("ddim", "ddpm"):
         raise ConfigError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
@@ -175,12 +180,16 @@ def reverse_diffusion(models: Sequence[Callable], shape: tuple[int, int, int, in
         x = math.sqrt(a0) * guess + math.sqrt(1.0 - a0) * x
     for i, t in enumerate(tqdm(ts, desc=f"{sampler} sampling", disable=not progress, leave=False)):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        eps = None
+        if before_step is not None and t not in mean_steps:
+            eps = before_step(x, t)  # DART's per-scan adaptation fits the models to the measurement here
         if t in mean_steps:
             x0 = mean_x0.expand(b, 1, s, h, w).clone()  # the networks' estimate is not needed here
         else:
             with torch.no_grad():
-                eps = partition_eps(models, devs, bounds, x, t, seam)
-                x0 = diffusion.predict_x0(x, t, eps)
+                if eps is None:
+                    eps = partition_eps(models, devs, bounds, x, t, seam)
+                x0 = diffusion.predict_x0(x, t, eps.detach())
         # Hooks run outside no_grad: a physics step may differentiate its own loss.
         if x0_correction is not None:
             x0 = x0_correction(x0, t).detach()

@@ -21,6 +21,7 @@ potentials in V·Å):
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from skimage.metrics import structural_similarity
 
 from physdiff.data.transforms import IdentityTransform, PowerTransform
 from physdiff.errors import ConfigError, InputError
-from physdiff.physics.mri import MRIForward, check_mask, data_consistency, zero_filled
+from physdiff.physics.mri import MRIForward, check_mask, data_consistency, fft2c, ifft2c, zero_filled
 from physdiff.physics.multislice import MultisliceGeometry, MultisliceModel
 from physdiff.physics.stem_loss import data_loss, physics_step
 from physdiff.recon.mri_baselines import MRI_BASELINES
@@ -126,6 +127,62 @@ class MRIProblem:
         """Phi once more; the complex result is kept in `last_complex`, its magnitude is returned."""
         self.last_complex = self._consistent(x).cpu().numpy()
         return np.abs(self.last_complex).astype(np.float32)
+
+    def fit_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """The adaptation loss of an image x (S, H, W), differentiable:
+        ||M ⊙ F x - M ⊙ y||^2 / ||M ⊙ y||^2 (the data-consistency error, relative)."""
+        y = self._y_on(x.device)
+        m = self._mask_on(x.device)
+        k = self.op.A(x.to(torch.complex64))
+        return ((k - m * y).abs() ** 2).sum() / ((m * y).abs() ** 2).sum().clamp_min(1e-30)
+
+    def centre_fraction(self) -> float:
+        """The fraction of the lines in the contiguous sampled run around k = 0 (the mask's centre
+        band, with any drawn lines that happen to touch it)."""
+        lines = np.asarray(self.mask, bool).reshape(-1, *self.mask.shape[-2:]).any(axis=1).all(axis=0)
+        w, mid = lines.size, lines.size // 2
+        lo, hi = mid, mid
+        while lo > 0 and lines[lo - 1]:
+            lo -= 1
+        while hi < w and lines[hi]:
+            hi += 1
+        return (hi - lo) / w
+
+    def split_lines(self, fraction: float, *, seed: int) -> tuple["MRIProblem", np.ndarray]:
+        """(the problem of the kept lines, the held-out mask): a seeded `fraction` of the measured
+        lines outside the centre band (`physdiff.data.masks.holdout_lines`) is taken out."""
+        from physdiff.data.masks import holdout_lines
+
+        center_fraction = self.centre_fraction()
+        kept, held = holdout_lines(np.broadcast_to(self.mask, self.shape) if self.mask.ndim == 2 else self.mask,
+                                   fraction, center_fraction=center_fraction, seed=seed)
+        sub = MRIProblem(self.y * kept, kept, lam=self.lam, solver=self.solver, solver_params=self.solver_params)
+        return sub, held
+
+    def heldout_error(self, x: Any, held: np.ndarray) -> float:
+        """||M_h (F x - y)||^2 / ||M_h y||^2 on lines `held` that x was not fitted to."""
+        k = np.asarray(fft2c(np.asarray(x, np.float32)))
+        return float(np.sum(np.abs(held * (k - self.y)) ** 2) / max(np.sum(np.abs(held * self.y) ** 2), 1e-30))
+
+    def noised_consistency(self, x_net: torch.Tensor, abar: float, noise: torch.Tensor) -> torch.Tensor:
+        """Data consistency on x_{t-1} as the diffusion model sees it (ours; score-based MRI solvers).
+
+        x_net (S, H, W) is x_{t-1} on the network's scale (2 x - 1 of the data). Its measured
+        lines are moved (by lam) to the measurement brought to its noise level:
+        sqrt(abar) y_net + sqrt(1 - abar) M F z, with y_net = M F (2 x - 1) the measurement on the
+        network's scale and z = `noise` (S, H, W). The real part is returned: x_{t-1} is real,
+        and the noise on it is symmetric, so a magnitude would fold it.
+        """
+        device = x_net.device
+        y, m = self._y_on(device), self._mask_on(device)
+        ones = torch.ones(self.shape, dtype=torch.complex64, device=device)
+        y_net = 2 * y * m - m * fft2c(ones)
+        target = math.sqrt(abar) * y_net + math.sqrt(1.0 - abar) * m * fft2c(noise.to(device, torch.complex64))
+        k = fft2c(x_net.to(torch.complex64))
+        out = ifft2c(k - self.lam * m * (k - target)).real
+        self.last_info = {"residual_before": self.residual((x_net + 1) / 2),
+                          "residual_after": self.residual((out + 1) / 2)}
+        return out.to(x_net.dtype)
 
     def observed(self) -> np.ndarray:
         """The zero-filled image |F^-1 y| (S, H, W), computed once."""

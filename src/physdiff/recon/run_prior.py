@@ -86,18 +86,39 @@ def _row(modality: str, method: str, volume: np.ndarray, truth: np.ndarray, sigm
 
 
 def run_dart(models, problem, truth: np.ndarray, *, modality: str, settings: dict, seed: int = 0,
-             sigma: float | None = None, progress: bool = True) -> tuple[np.ndarray, dict, list[dict]]:
-    """DART on one problem; returns (volume, metrics row, per-step log)."""
+             sigma: float | None = None, progress: bool = True, adapt: dict | None = None,
+             heldout: float | None = None, kept_out: dict | None = None) -> tuple[np.ndarray, dict, list[dict]]:
+    """DART on one problem; returns (volume, metrics row, per-step log). With `adapt` (the
+    `recon.dart.adapt` settings) the prior is adapted to the scan (`physdiff.recon.adapt`) and the
+    row's method is "dart_adapt", with the chosen stop.
+
+    `heldout` F (MRI; with `adapt`, its own holdout fraction) also reconstructs from the measured
+    lines less a seeded fraction F of those outside the centre band (the split of `seed`, the same
+    for plain and adapted DART) and adds its error on the held-out lines to the row
+    ("heldout_nmse", no ground truth needed). `kept_out`, a dict, receives that reconstruction
+    ("volume") and the held-out mask ("held")."""
     device = "cuda" if torch.cuda.is_available() else None
     reset_peak_memory(device)
-    result = dart(models, problem, sampler=settings["sampler"], steps=settings["steps"], eta=settings["eta"],
-                  correction=settings["correction"], n_samples=settings.get("n_samples", 1), seed=seed,
-                  seam=settings.get("seam", "none"), start=settings.get("start", 1.0),
-                  mean_snr=settings.get("mean_snr", 0.0), progress=progress)
-    row = _row(modality, "dart", result.volume, truth, sigma, result.seconds, device,
-               iterations=len(GaussianDiffusion().schedule(settings["steps"], start=settings.get("start", 1.0))),
-               partitions=len(models),
-               **{f"param_{k}": v for k, v in settings.items()})
+    options = dict(sampler=settings["sampler"], steps=settings["steps"], eta=settings["eta"],
+                   correction=settings["correction"], n_samples=settings.get("n_samples", 1), seed=seed,
+                   seam=settings.get("seam", "none"), start=settings.get("start", 1.0),
+                   mean_snr=settings.get("mean_snr", 0.0))
+    result = dart(models, problem, adapt=adapt, progress=progress, **options)
+    extra = {} if adapt is None else {"adapt_stop": result.adapt["stop"],
+                                      **{f"adapt_{k}": v for k, v in adapt.items()}}
+    kept = None
+    if adapt is not None:
+        kept = result.adapt["kept_volume"], result.adapt["held"]
+    elif heldout is not None:
+        sub, held = problem.split_lines(heldout, seed=seed)
+        kept = dart(models, sub, progress=False, **options).volume, held
+    if kept is not None:
+        extra["heldout_nmse"] = problem.heldout_error(kept[0], kept[1])
+        if kept_out is not None:
+            kept_out.update(volume=kept[0], held=kept[1])
+    row = _row(modality, "dart" if adapt is None else "dart_adapt", result.volume, truth, sigma, result.seconds,
+               device, iterations=len(GaussianDiffusion().schedule(settings["steps"], start=settings.get("start", 1.0))),
+               partitions=len(models), **{f"param_{k}": v for k, v in settings.items()}, **extra)
     return result.volume, row, result.steps
 
 
@@ -282,21 +303,31 @@ def load_val_problems(inputs, modality: str, cfg: dict, n_val: int) -> list[tupl
     return out
 
 
+def tuning_file(results: str | Path, modality: str, method: str, mask: str | None = None) -> Path:
+    """Where tune_dart / tune_drift (method "dart" / "drift") wrote their choice: per MRI mask
+    (default: the gaussian_R4 of the paper's tables), "full" for 4D-STEM."""
+    if modality not in ("mri", "stem"):
+        raise ConfigError(f"modality: expected 'mri' or 'stem', got {modality!r}")
+    return Path(results) / "recon" / modality / "tuning" / ((mask or "gaussian_R4") if modality == "mri" else "full") \
+        / f"{method}.json"
+
+
 def validation_problems(results: str | Path, cfg: dict, modality: str, n_val: int | None = None, *,
-                        solver_tuning: bool = True) -> list[tuple[Any, np.ndarray, float | None]]:
+                        solver_tuning: bool = True, mask: str | None = None) -> list[tuple[Any, np.ndarray, float | None]]:
     """The validation problems that tune_dart and tune_drift see, read from a run's `results` folder.
 
     For scripts outside the workflow (benchmarks/): the same files in the same order, the same
     noise seeds and problem settings as the rules, from a validated config; `n_val` defaults to
     `recon.n_val`. With `solver_tuning` DRIFT's solver gets the weight its baseline was tuned to
-    (that file must exist); without it, the config's own weight.
+    (that file must exist); without it, the config's own weight. MRI volumes are measured with
+    `mask` (default recon.dart.mri_tune_mask).
     """
     if modality not in ("mri", "stem"):
         raise ConfigError(f"modality: expected 'mri' or 'stem', got {modality!r}")
     res, rc = Path(results), cfg["recon"]
     n_val = rc["n_val"][modality] if n_val is None else n_val
     if modality == "mri":
-        mask = rc["dart"]["mri_tune_mask"]
+        mask = mask or rc["dart"]["mri_tune_mask"]
         files = {"val": res / "data/mri/brats/val.npy", "mask": res / f"data/mri/masks/{mask}.npy"}
         tuning, problem_cfg = res / f"recon/mri/tuning/{mask}/{rc['drift']['mri_solver']}.json", mri_problem_config(cfg)
     else:

@@ -7,7 +7,8 @@ Every workflow script is a thin adapter:
     run_step(snakemake, main)
 
 `run_step` sends log records and warnings to the rule's log file (and stderr), caps the thread
-pools at the rule's `threads`, and turns a `PhysdiffError` (bad input, bad config, missing
+pools at the rule's `threads`, gives a job that declares `gpu` GPUs of its own when run locally
+on a multi-GPU machine (`use_own_gpus`), and turns a `PhysdiffError` (bad input, bad config, missing
 extra) into a one-paragraph message and exit status 1, so users see what to fix rather than
 a stack trace. Snakemake then deletes the job's partial outputs. `run_cli` does the same for a
 command-line script (examples/).
@@ -54,10 +55,28 @@ def setup_logging(logfile: str | None) -> None:
     logging.captureWarnings(True)
 
 
+def use_own_gpus(smk: Any) -> list[str] | None:
+    """Give a job that declares `gpu=n` n GPUs no other running job holds (CUDA_VISIBLE_DEVICES;
+    `physdiff.devices.claim_gpus`): on a multi-GPU machine, local jobs run with `--resources gpu=N`
+    then use distinct devices. No change under SLURM, which chose the job's GPUs, or without GPUs."""
+    from physdiff.devices import claim_gpus
+
+    resources = getattr(smk, "resources", None)
+    try:
+        n = int(getattr(resources, "gpu", 0) or 0)
+    except (TypeError, ValueError):
+        return None
+    chosen = claim_gpus(n)
+    if chosen:
+        log.info("GPU(s) %s of this machine for this job (CUDA_VISIBLE_DEVICES)", ",".join(chosen))
+    return chosen
+
+
 def run_step(smk: Any, main: Callable[[Any], None]) -> None:
     """Run `main(smk)` with logging and threads set up; exit 1 with a clear message on bad input."""
     setup_logging(smk.log[0] if len(smk.log) else None)
     set_threads(getattr(smk, "threads", 1))
+    use_own_gpus(smk)
     name = getattr(smk, "rule", "step")
     start = time.perf_counter()
     try:

@@ -25,6 +25,12 @@ try:
 except PhysdiffError as exc:
     raise WorkflowError(str(exc)) from None
 
+# On SLURM, a job ended by scancel ("CANCELLED by <uid>" in sacct) must count as failed, so that
+# the run goes on (and train_prior's retries resume it) instead of waiting for it for ever.
+from physdiff.slurm import tolerate_cancelled_by
+
+tolerate_cancelled_by()
+
 STEM_SAMPLES = {row["sample"]: row for row in STEM_PLAN}
 MRI_CFG = config["mri"]
 MASK_IDS = [f"{k}_R{r}" for k in MRI_CFG["masks"]["kinds"] for r in MRI_CFG["masks"]["accelerations"]]

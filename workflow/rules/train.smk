@@ -50,6 +50,9 @@ rule train_prior:
         g=r"\d+",
     # The longest jobs of the DAG: start them as soon as their data exist.
     priority: 10
+    # A killed or failed job (preempted, node lost, out of time) is started again, and resumes
+    # from its last checkpoint (params.checkpoint) instead of from step 0.
+    retries: 2
     params:
         # Written every few minutes outside the declared outputs; a rerun resumes from it.
         checkpoint="results/checkpoints/{modality}/G{G}/g{g}.pt",

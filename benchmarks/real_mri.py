@@ -46,7 +46,9 @@ from physdiff.physics.mri import fft2c, simulate_kspace
 from physdiff.recon.problems import MRIProblem
 from physdiff.recon.mri_baselines import MRI_BASELINES
 from physdiff.recon.run import mri_params
+from physdiff.recon.adapt import AdaptSettings
 from physdiff.recon.run_prior import load_partition_models, run_dart
+from physdiff.recon.select import HELDOUT_WEIGHTINGS, heldout_error
 from physdiff.workflow import set_threads
 
 
@@ -141,6 +143,9 @@ def main() -> None:
                         help='also DART with per-scan adaptation (recon.dart.adapt settings, e.g. \'{"rank": 4}\'; '
                              "'{}' for the defaults), a row each; repeat for several")
     parser.add_argument("--no-dart", action="store_true", help="leave out plain DART (with --adapt)")
+    parser.add_argument("--selfval", action="store_true",
+                        help="with --adapt: also the self-validated choice among DART, adapted DART and CS, by each "
+                             "held-out weighting (physdiff.recon.select), with the split of the first --adapt")
     parser.add_argument("--models", nargs="*", default=None,
                         help="partition model files g = 0..G-1 (default: the pipeline's results/prior/mri/G<G>/g<g>/model.pt)")
     args = parser.parse_args()
@@ -165,6 +170,10 @@ def main() -> None:
                 **json.loads(args.dart_override)}
     problem_cfg = mri_problem_config(cfg)
     adapts = [json.loads(a) for a in args.adapt]
+    if args.selfval and not adapts:
+        raise SystemExit("--selfval chooses among DART, adapted DART and CS: give --adapt too")
+    selfval_fraction = AdaptSettings.from_dict(adapts[0]).holdout if args.selfval else None
+    choices: dict[str, list[str]] = {}
     stops: dict[str, list[int]] = {}
     print(f"mask {args.mask}, DART G = {G} with {settings}" + "".join(f"; adapt{j} {a}" for j, a in enumerate(adapts)),
           flush=True)
@@ -187,16 +196,30 @@ def main() -> None:
             for contrast, (_, models) in sets.items():
                 name = "dart" if contrast is None else f"dart[{contrast}]"
                 if not args.no_dart:
+                    kept_out[name] = {}
                     out[name] = run_dart(models, problem, truth, modality="mri", settings=settings, seed=seed,
-                                         progress=False)[0]
+                                         progress=False, heldout=selfval_fraction, kept_out=kept_out[name])[0]
                 for j, adapt in enumerate(adapts):
                     key = f"{name}+adapt{j if len(adapts) > 1 else ''}"
+                    kept_out[key] = {}
                     out[key], row, _ = run_dart(models, problem, truth, modality="mri", settings=settings, seed=seed,
-                                                progress=False, adapt=adapt)
+                                                progress=False, adapt=adapt, kept_out=kept_out[key])
                     stops.setdefault(key, []).append(row["adapt_stop"])
             return out
 
+        kept_out: dict[str, dict] = {}
         recons = reconstruct(y, mask)
+        if selfval_fraction:  # the ground-truth-free choice among DART, adapted DART and CS
+            full = MRIProblem(y, mask, lam=problem_cfg["lam"])
+            sub, held = full.split_lines(selfval_fraction, seed=seed)
+            from_kept = {k: v["volume"] for k, v in kept_out.items() if v}
+            from_kept["cs_l1_wavelet"] = baseline("cs_l1_wavelet", sub.y, sub.mask, res=res, mask_name=args.mask, cfg=cfg)
+            for w in HELDOUT_WEIGHTINGS:
+                errors = {k: heldout_error(x, y, held, weighting=w, mask=mask) for k, x in from_kept.items()}
+                pick = min(errors, key=errors.get)
+                choices.setdefault(w, []).append(pick)
+                recons[f"selfval[{w}]"] = recons[pick]
+                print(f"  held-out ({w}): " + ", ".join(f"{k} {v:.4f}" for k, v in errors.items()) + f" -> {pick}")
         scores = {k: ssim_volume(x, truth) for k, x in recons.items()}
         line = ", ".join(f"{k} {scores[k]:.3f} ({psnr_volume(x, truth):.2f} dB)" for k, x in recons.items())
         if args.holdout:
@@ -206,6 +229,8 @@ def main() -> None:
         print(f"{name} {tuple(raw.shape)} -> {truth.shape}: {line}", flush=True)
         for k, v in scores.items():
             table.setdefault(k, []).append(v)
+    for w, picks in choices.items():
+        print(f"self-validated ({w}) chose: {picks}")
     for key, values in stops.items():
         print(f"{key}: held-out stop after {values} fits")
     print(f"mean SSIM over {len(volumes)}: " + ", ".join(f"{k} {np.mean(v):.3f} ± {np.std(v):.3f}" for k, v in table.items()))

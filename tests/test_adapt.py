@@ -187,3 +187,51 @@ def test_dart_xt_noised_recovers_the_volume_with_an_oracle_prior(case):
     truth, mask, y = case
     out = dart(oracle_models(truth, 2), MRIProblem(y, mask), steps=10, correction="xt_noised", progress=False)
     assert np.abs(out.volume - truth).max() < 0.02
+
+
+def test_heldout_check_weights_rarely_sampled_lines_up_under_density_weighting():
+    from physdiff.data.masks import make_mask
+    from physdiff.recon.select import choose, heldout_error, line_density
+
+    per_slice = make_mask("gaussian", shape=(32, 32), acceleration=2, center_fraction=0.08, seed=0, n_slices=16)
+    density = line_density(per_slice)
+    assert density.shape == (32,) and density[16] > 2 * density[2] and density.min() >= 1 / 32
+    mask = np.broadcast_to(make_mask("gaussian", shape=(32, 32), acceleration=2, center_fraction=0.08, seed=1),
+                           (4, 32, 32))
+    truth = blob_volume(4, 32, seed=0)
+    y = fft2c(truth.astype(np.complex64)) * mask
+    held = np.zeros_like(mask)
+    lines = [k for k in range(32) if mask[:, :, k].any()]
+    low = min(lines, key=lambda k: abs(k - 16) if abs(k - 16) > 2 else 99)  # a held line near the centre
+    high = max([k for k in lines if k > 0], key=lambda k: abs(k - 16))  # the outermost sampled line (not Nyquist)
+    held[:, :, [low, high]] = mask[:, :, [low, high]]
+    k = fft2c(truth.astype(np.complex64))
+
+    def off_on(line):  # the truth with an error of equal energy on one held-out line (and its mirror: x is real)
+        err = np.zeros_like(k)
+        err[:, :, [line, 32 - line]] = 0.05 * np.abs(k).max()
+        return np.real(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k + err, axes=(-2, -1)), norm="ortho"),
+                                       axes=(-2, -1))).astype(np.float32)
+
+    a, b = off_on(low), off_on(high)
+    plain = {m: heldout_error(x, y, held) for m, x in (("a", a), ("b", b))}
+    dens = {m: heldout_error(x, y, held, weighting="density", mask=mask) for m, x in (("a", a), ("b", b))}
+    assert plain["a"] == pytest.approx(plain["b"], rel=0.02)
+    assert dens["b"] > 1.5 * dens["a"]  # the rarely sampled line counts for the unmeasured ones near it
+    assert choose(dens) == "a" and choose({"dart": 1.0, "cs_l1_wavelet": 1.0}) == "dart"
+    assert choose({"dart": float("nan"), "cs_l1_wavelet": 2.0}) == "cs_l1_wavelet"
+    with pytest.raises(ConfigError, match="weighting"):
+        heldout_error(a, y, held, weighting="sure")
+
+
+def test_adapt_benchmark_smoke_runs_both_and_prints_the_ratio():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "benchmarks/adapt.py"), "--smoke"], capture_output=True,
+                         text=True, timeout=300, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert "volume 0: plain" in out.stdout and "stop after" in out.stdout
+    assert "mean time ratio adapted / plain:" in out.stdout

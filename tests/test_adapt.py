@@ -137,7 +137,7 @@ def test_dart_with_adaptation_runs_two_passes_and_never_changes_the_models(case)
     models = tiny_models()
     before = [checksum(m) for m in models]
     plain = dart(models, problem, steps=5, eta=0.0, progress=False)
-    adapted = dart(models, problem, steps=5, eta=0.0, progress=False, adapt={"rank": 2, "lr": 1e-2})
+    adapted = dart(models, problem, steps=5, eta=0.0, progress=False, adapt={"rank": 2, "lr": 1e-2, "t_max": 1.0})
     assert [checksum(m) for m in models] == before
     info = adapted.adapt
     assert info["fits_first_pass"] == 5 and 0 <= info["stop"] < 5
@@ -235,3 +235,10 @@ def test_adapt_benchmark_smoke_runs_both_and_prints_the_ratio():
     assert out.returncode == 0, out.stderr
     assert "volume 0: plain" in out.stdout and "stop after" in out.stdout
     assert "mean time ratio adapted / plain:" in out.stdout
+
+
+def test_fits_are_made_only_at_steps_at_or_below_t_max(case):
+    truth, mask, y = case
+    out = dart(tiny_models(), MRIProblem(y, mask), steps=5, eta=0.0, progress=False, adapt={"rank": 2, "t_max": 0.5})
+    ts = [row["t"] for row in out.adapt["heldout"]]
+    assert ts and all(t <= 500 for t in ts) and out.adapt["fits_first_pass"] == len(ts) < 5

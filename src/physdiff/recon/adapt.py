@@ -45,7 +45,7 @@ class AdaptSettings:
     iters: int = 1
     holdout: float = 0.2
     shared: bool = False
-    t_max: float = 1.0
+    t_max: float = 0.5
 
     @classmethod
     def from_dict(cls, settings: dict) -> "AdaptSettings":

@@ -42,13 +42,13 @@ from physdiff.data.masks import holdout_lines
 from physdiff.data.mri_prep import preprocess_volume
 from physdiff.data.nifti import load_volume
 from physdiff.metrics.ssim import psnr_volume, ssim_volume
-from physdiff.physics.mri import fft2c, simulate_kspace
+from physdiff.physics.mri import simulate_kspace
 from physdiff.recon.problems import MRIProblem
 from physdiff.recon.mri_baselines import MRI_BASELINES
 from physdiff.recon.run import mri_params
 from physdiff.recon.adapt import AdaptSettings
 from physdiff.recon.run_prior import load_partition_models, run_dart
-from physdiff.recon.select import HELDOUT_WEIGHTINGS, heldout_error
+from physdiff.recon.select import choose, heldout_error, heldout_errors
 from physdiff.workflow import set_threads
 
 
@@ -108,12 +108,6 @@ def baseline(method: str, y: np.ndarray, mask: np.ndarray, *, res: Path, mask_na
     params = mri_params(method, max_iter=rc["max_iter"].get(method), tuned=tuned, wavelet=rc["cs_wavelet"],
                         levels=rc["cs_levels"])
     return MRI_BASELINES[method](y, mask, **params)
-
-
-def heldout_nmse(x: np.ndarray, y: np.ndarray, held: np.ndarray) -> float:
-    """||M_h (F x - y)||^2 / ||M_h y||^2: how well x predicts the measured lines it was not given."""
-    k = fft2c(np.asarray(x, np.float32))
-    return float(np.sum(np.abs(held * (k - y)) ** 2) / np.sum(np.abs(held * y) ** 2))
 
 
 def main() -> None:
@@ -214,9 +208,8 @@ def main() -> None:
             sub, held = full.split_lines(selfval_fraction, seed=seed)
             from_kept = {k: v["volume"] for k, v in kept_out.items() if v}
             from_kept["cs_l1_wavelet"] = baseline("cs_l1_wavelet", sub.y, sub.mask, res=res, mask_name=args.mask, cfg=cfg)
-            for w in HELDOUT_WEIGHTINGS:
-                errors = {k: heldout_error(x, y, held, weighting=w, mask=mask) for k, x in from_kept.items()}
-                pick = min(errors, key=errors.get)
+            for w, errors in heldout_errors(from_kept, y, held, mask).items():
+                pick = choose(errors)
                 choices.setdefault(w, []).append(pick)
                 recons[f"selfval[{w}]"] = recons[pick]
                 print(f"  held-out ({w}): " + ", ".join(f"{k} {v:.4f}" for k, v in errors.items()) + f" -> {pick}")
@@ -224,7 +217,7 @@ def main() -> None:
         line = ", ".join(f"{k} {scores[k]:.3f} ({psnr_volume(x, truth):.2f} dB)" for k, x in recons.items())
         if args.holdout:
             kept, held = holdout_lines(mask, args.holdout, center_fraction=holdout_centre, seed=seed)
-            errors = {k: heldout_nmse(x, y, held) for k, x in reconstruct(y * kept, kept).items()}
+            errors = {k: heldout_error(x, y, held) for k, x in reconstruct(y * kept, kept).items()}
             line += "; held-out NMSE " + ", ".join(f"{k} {v:.3f}" for k, v in errors.items())
         print(f"{name} {tuple(raw.shape)} -> {truth.shape}: {line}", flush=True)
         for k, v in scores.items():

@@ -10,7 +10,7 @@ from physdiff.io import save_json, save_npy
 from physdiff.recon.mri_baselines import MRI_BASELINES
 from physdiff.recon.run import mri_params
 from physdiff.recon.run_prior import load_test_problem
-from physdiff.recon.select import HELDOUT_WEIGHTINGS, choose, heldout_error
+from physdiff.recon.select import choose, heldout_errors
 from physdiff.workflow import log, run_step
 
 
@@ -23,8 +23,7 @@ def main(smk):
     params = mri_params("cs_l1_wavelet", max_iter=p.max_iter, tuned=tuned, wavelet=p.wavelet, levels=p.levels)
     from_kept = dict(zip([m for m in p.methods if m.startswith("dart")], (np.load(f) for f in smk.input.kept)))
     from_kept["cs_l1_wavelet"] = MRI_BASELINES["cs_l1_wavelet"](kept.y, kept.mask, **params)
-    errors = {w: {m: heldout_error(x, problem.y, held, weighting=w, mask=problem.mask) for m, x in from_kept.items()}
-              for w in HELDOUT_WEIGHTINGS}
+    errors = heldout_errors(from_kept, problem.y, held, problem.mask)
     chosen = choose(errors[p.weighting])
     rows = {m: json.loads(open(f).read()) for m, f in zip(p.methods, smk.input.metrics)}
     recon = np.load(list(smk.input.recons)[list(p.methods).index(chosen)])

@@ -30,6 +30,7 @@ from physdiff.errors import ConfigError
 from physdiff.models.diffusion import GaussianDiffusion, to_data
 from physdiff.models.lora import add_adapters, check_adapter_settings
 from physdiff.models.sampling import partition_bounds, partition_devices, partition_eps
+from physdiff.recon.select import heldout_error
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,8 @@ class Fitter:
             if it == 0 and self.held is not None:
                 with torch.no_grad():
                     plain = self._data(self.diffusion.predict_x0(x, t, self._eps(self.plain, x, t)))
-                adapted = np.mean([self.full.heldout_error(v.detach().cpu().numpy(), self.held) for v in volumes])
-                base = np.mean([self.full.heldout_error(v.cpu().numpy(), self.held) for v in plain])
+                adapted = np.mean([heldout_error(v.detach().cpu().numpy(), self.full.y, self.held) for v in volumes])
+                base = np.mean([heldout_error(v.cpu().numpy(), self.full.y, self.held) for v in plain])
                 self.log.append({"t": int(t), "fits": self.fits, "heldout_adapted": float(adapted),
                                  "heldout_plain": float(base)})
             self.optimizer.step()

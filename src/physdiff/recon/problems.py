@@ -159,11 +159,6 @@ class MRIProblem:
         sub = MRIProblem(self.y * kept, kept, lam=self.lam, solver=self.solver, solver_params=self.solver_params)
         return sub, held
 
-    def heldout_error(self, x: Any, held: np.ndarray) -> float:
-        """||M_h (F x - y)||^2 / ||M_h y||^2 on lines `held` that x was not fitted to."""
-        k = np.asarray(fft2c(np.asarray(x, np.float32)))
-        return float(np.sum(np.abs(held * (k - self.y)) ** 2) / max(np.sum(np.abs(held * self.y) ** 2), 1e-30))
-
     def noised_consistency(self, x_net: torch.Tensor, abar: float, noise: torch.Tensor) -> torch.Tensor:
         """Data consistency on x_{t-1} as the diffusion model sees it (ours; score-based MRI solvers).
 

@@ -31,6 +31,7 @@ from physdiff.recon.dart import dart
 from physdiff.recon.drift import check_candidates, drift, lowest_loss, physics_only, ranked, score_candidates
 from physdiff.recon.problems import MRIProblem, STEMProblem
 from physdiff.recon.run import mri_params, peak_memory_mb, reset_peak_memory, stem_params
+from physdiff.recon.select import heldout_error
 from physdiff.recon.tuning import tune_scalar
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def run_dart(models, problem, truth: np.ndarray, *, modality: str, settings: dic
         sub, held = problem.split_lines(heldout, seed=seed)
         kept = dart(models, sub, progress=False, **options).volume, held
     if kept is not None:
-        extra["heldout_nmse"] = problem.heldout_error(kept[0], kept[1])
+        extra["heldout_nmse"] = heldout_error(kept[0], problem.y, kept[1])
         if kept_out is not None:
             kept_out.update(volume=kept[0], held=kept[1])
     row = _row(modality, "dart" if adapt is None else "dart_adapt", result.volume, truth, sigma, result.seconds,

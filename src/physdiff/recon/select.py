@@ -58,6 +58,13 @@ def heldout_error(x: np.ndarray, y: np.ndarray, held: np.ndarray, *, weighting: 
     return float(err / ref)
 
 
+def heldout_errors(recons: dict[str, np.ndarray], y: np.ndarray, held: np.ndarray,
+                   mask: np.ndarray) -> dict[str, dict[str, float]]:
+    """{weighting: {name: held-out error}} of reconstructions made without the `held` lines."""
+    return {w: {name: heldout_error(x, y, held, weighting=w, mask=mask) for name, x in recons.items()}
+            for w in HELDOUT_WEIGHTINGS}
+
+
 def choose(errors: dict[str, float]) -> str:
     """The method with the lowest held-out error (ties: the first in CANDIDATES order)."""
     if not errors:

@@ -9,7 +9,7 @@ against the truth after each K of --k:
 - the physics-only twin, from V = 0;
 - DRIFT with the paper's candidates: the pipeline's unconditional pool, best bright-field score;
 - DRIFT with measurement-conditioned candidates: --n DART chains (the tuned DART settings, seeds
-  0..n-1) on this measurement, picked by the best bright-field score (SPEC 5) and, where that
+  0..n-1) on this measurement, picked by the best bright-field score (docs/method.md, "DRIFT") and, where that
   differs, by the lowest Eq. (2) data loss on the whole 4D data set.
 It also prints each DART candidate's own SSIM, score and data loss, and each run's Eq. (2)
 loss after the last K. With --dose the stored noiseless intensities get Poisson noise first

@@ -4,7 +4,7 @@
 
 For each candidate pool (default: the pipeline's `results/recon/stem/drift/candidates.npy`) and
 each of the first --n-val validation samples (tune_drift's order), prints the bright-field SSIM
-score of every candidate against the measurement (DRIFT's selection, SPEC 5), the one DRIFT
+score of every candidate against the measurement (DRIFT's selection, docs/method.md, "DRIFT"), the one DRIFT
 picks, the phase-projection SSIM of that start against the truth (what DRIFT's solver starts
 from; V = 0 scores about 0.07) and the largest potential of the start against the truth's. A
 diagnostic: it reads validation truth, never test samples, and chooses nothing.

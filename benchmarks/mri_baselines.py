@@ -1,4 +1,4 @@
-"""Time and score the classical MRI baselines (SPEC 6) on undersampled test volumes.
+"""Time and score the classical MRI baselines (docs/method.md, "Baselines") on undersampled test volumes.
 
 Usage:
     python benchmarks/mri_baselines.py                         # synthetic blob phantoms (as in the tests)
@@ -6,7 +6,7 @@ Usage:
     python benchmarks/mri_baselines.py --data vols.npy --n-val 2   # choose weights on the first 2 volumes
 
 Masks: full phase-encode rows, every R-th ('uniform') or N/R drawn at random ('random'), plus a
-centred band of round(c N) rows (c = 0.08 at R = 4, 0.04 at R = 8, SPEC 3). Prints one row per
+centred band of round(c N) rows (c = 0.08 at R = 4, 0.04 at R = 8, docs/method.md, "MRI"). Prints one row per
 method: seconds per volume, mean ± std of the volume SSIM (mean of per-slice SSIMs), mean PSNR.
 """
 

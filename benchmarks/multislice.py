@@ -3,7 +3,7 @@
 For each grid size it times, on the same CoPt3 potential slices, probe and scan:
   abTEM    Probe.scan(potential, GridScan, PixelatedDetector), eager, FFTW, 1 thread;
   forward  MultisliceModel.forward (complex64, batches of --batch positions);
-  fwd+grad loss_and_grad (SPEC Eq. 2, amplitude form), forward plus backward;
+  fwd+grad loss_and_grad (Eq. 2 of docs/method.md, amplitude form), forward plus backward;
   FFT loop a plain torch.fft.fft2 loop doing the forward's 2S FFTs per position on the same
            batches: the FFT-bound limit of the forward.
 Positions per second are the best of --repeats runs. Usage:

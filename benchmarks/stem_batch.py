@@ -8,7 +8,7 @@ refinement) sends the scan through the multislice model a batch of positions at 
 the whole scan where it fits a quarter of the free memory). For each sample and each batch size
 this times, best of --repeats:
   bright field    the forward of every position, summed over the bright-field disc (DRIFT's score);
-  loss+grad       SPEC Eq. (2) and its gradient at half the true potential, the core of every
+  loss+grad       Eq. (2) of docs/method.md and its gradient at half the true potential, the core of every
                   physics step;
   sparse K        --iters layer-wise sweeps of sparse decomposition (DRIFT's solver) from V = 0;
   torchslice K    --iters Adam iterations from V = 0;

@@ -1,4 +1,4 @@
-"""FVD, JEDi and bootstrap intervals (SPEC 7, Table 3) against closed forms and scikit-learn."""
+"""FVD, JEDi and bootstrap intervals (Table 3) against closed forms and scikit-learn."""
 
 import numpy as np
 import pytest

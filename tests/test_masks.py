@@ -7,7 +7,7 @@ from physdiff.data.masks import MASK_KINDS, acceleration_of, center_band, holdou
 from physdiff.errors import ConfigError, InputError
 
 SHAPE = (96, 128)
-CENTER = {4: 0.08, 8: 0.04}  # SPEC 3's centre fractions
+CENTER = {4: 0.08, 8: 0.04}  # the centre fractions of docs/method.md, "MRI"
 
 
 @pytest.mark.parametrize("acceleration", [4, 8])

@@ -1,4 +1,4 @@
-"""SSIM and PSNR scores (SPEC 7) against skimage and closed forms."""
+"""SSIM and PSNR scores against skimage and closed forms."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Classical MRI baselines (SPEC 6) on a small synthetic phantom at R = 4, and sigpy's conventions."""
+"""Classical MRI baselines on a small synthetic phantom at R = 4, and sigpy's conventions."""
 
 import shutil
 import sys

@@ -1,4 +1,4 @@
-"""The single-coil Cartesian MRI operator: adjointness, norm, projection, data consistency (SPEC 3)."""
+"""The single-coil Cartesian MRI operator: adjointness, norm, projection, data consistency."""
 
 import numpy as np
 import pytest

@@ -29,7 +29,7 @@ def rules(tmp_path_factory):
 
 def test_every_gpu_rule_is_placed_by_the_slurm_profile(rules):
     gpus = gpu_rules(rules)
-    # the GPU rules as of issue 34; a new one must be placed as well (the check below)
+    # the GPU rules as of the SLURM leg's introduction; a new one must be placed as well (the check below)
     assert {"train_prior", "generate", "generate_plain", "drift_candidates", "tune_dart", "reconstruct_dart_mri",
             "reconstruct_dart_stem", "table3", "figure5"} <= set(gpus)
     profile = read_profile(ROOT / "profiles" / "slurm")

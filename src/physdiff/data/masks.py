@@ -1,4 +1,4 @@
-"""Cartesian k-space undersampling masks (SPEC section 3): uniform, gaussian and random lines.
+"""Cartesian k-space undersampling masks (docs/method.md, "MRI"): uniform, gaussian and random lines.
 
 Convention:
 - the phase-encode axis is the LAST axis (W, columns); a sampled phase-encode line is a whole

@@ -3,7 +3,8 @@
 `preprocess_volume` turns an (x, y, z) volume into a float32 (S, H, W) array in [0, 1]:
 1. `select_slab`: the S consecutive axial slices holding the most foreground;
 2. `crop_resize`: one box for all slices around the foreground, widened by a background margin
-   on every side (SPEC 11: a tight crop puts uniform-mask aliasing on the object itself), then
+   on every side (a tight crop puts uniform-mask aliasing on the object itself; docs/method.md,
+   "Departures from the paper"), then
    resized to H x W with anti-aliasing;
 3. `scale01`: divide by the 99.5th percentile of the foreground and clip to [0, 1].
 `split_subjects` assigns subject ids to train/val/test, seeded.

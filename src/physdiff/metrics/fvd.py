@@ -1,4 +1,6 @@
-"""Distances between sets of video features (SPEC 7, Table 3): FVD, JEDi, bootstrap intervals.
+"""Distances between sets of video features for Table 3: FVD, JEDi, bootstrap intervals.
+
+docs/method.md, "Scores".
 
 - FVD: the Fréchet distance between Gaussians fitted to two feature sets,
   ||mu_r - mu_g||^2 + tr(S_r + S_g - 2 (S_r S_g)^(1/2)).

@@ -1,8 +1,8 @@
 """The paper's Tables 1 (in distribution) and 2 (out of distribution): ours beside the paper's values.
 
 Rows are methods, columns dataset x mask, cells mean ± std SSIM with N; the paper's value
-(SPEC 8, which reports one MRI and one 4D-STEM column per table) stands in its own columns, for
-comparing shapes, never as a number we produced.
+(docs/method.md, "The paper's figures": one MRI and one 4D-STEM column per table) stands in its
+own columns, for comparing shapes, never as a number we produced.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ LABELS = {
 }
 ORDER = list(LABELS)
 
-# SPEC 8: mean SSIM as the paper reports it (MRI column, 4D-STEM column).
+# docs/method.md, "The paper's figures": mean SSIM as the paper reports it (MRI column, 4D-STEM column).
 PAPER = {
     "table1": {"dart": (0.968, 0.607), "drift": (0.938, 0.899), "projection": (0.844, None), "cs_l1_wavelet": (0.804, None),
                "tv": (0.803, None), "sparse_decomposition": (None, 0.831), "three_pie": (None, 0.887),

@@ -1,4 +1,4 @@
-"""SSIM and PSNR as the paper's tables score them (SPEC 7).
+"""SSIM and PSNR as the paper's tables score them (docs/method.md, "Scores").
 
 All scores call `skimage.metrics` with skimage's defaults (7 x 7 uniform window, K1 = 0.01,
 K2 = 0.03) in float64, and take `data_range` from the ground truth only (ref.max() - ref.min()

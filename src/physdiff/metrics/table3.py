@@ -1,4 +1,4 @@
-"""Table 3: generated volumes against held-out real ones, without physics (SPEC 7).
+"""Table 3: generated volumes against held-out real ones, without physics (docs/method.md, "Scores").
 
 For each partition count G (G = 1: one model over all S slices; G >= 2: G partition models whose
 slabs are stacked) and each count n of generated volumes, the first n volumes of

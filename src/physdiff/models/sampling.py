@@ -1,4 +1,6 @@
-"""Partitioned reverse diffusion: G slab models denoise one volume together (SPEC 1, 4).
+"""Partitioned reverse diffusion: G slab models denoise one volume together.
+
+docs/method.md, "The prior", "Seams (ours)" and "DART".
 
 At each reverse step every partition model g predicts eps for its slab of x_t, the slabs'
 x0 predictions are stacked into the full volume, an optional correction (DART's physics step)

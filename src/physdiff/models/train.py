@@ -1,6 +1,6 @@
 """Train one partition's diffusion prior, with atomic checkpoints and exact resume.
 
-Adam on the L1 eps loss (SPEC 2), gradient accumulation, a linear learning-rate warm-up,
+Adam on the L1 eps loss (docs/method.md, "The prior"), gradient accumulation, a linear learning-rate warm-up,
 EMA of the weights (ema-pytorch), bf16 autocast on CUDA only. A checkpoint holds everything
 the loop needs (model, EMA, optimiser, step, RNG states, loss history), so a run resumed
 from it continues exactly as an uninterrupted one would.

@@ -1,6 +1,6 @@
-"""Single-coil Cartesian MRI: the undersampled Fourier operator and data consistency (SPEC 3).
+"""Single-coil Cartesian MRI: the undersampled Fourier operator and data consistency (docs/method.md, "MRI").
 
-Measurement per slice s (SPEC 3, MRI):
+Measurement per slice s (docs/method.md, "MRI"):
 
     y_s = M_s ⊙ F x_s (+ n),
 
@@ -134,13 +134,13 @@ def simulate_kspace(x: np.ndarray, mask: Any, *, noise_std: float = 0.0, seed: i
 
 
 def zero_filled(y: Any, mask: Any) -> Any:
-    """Zero-filled magnitude image |F^-1 (M ⊙ y)| (SPEC 3); y is masked again, which is a no-op for measured y."""
+    """Zero-filled magnitude image |F^-1 (M ⊙ y)|; y is masked again, which is a no-op for measured y."""
     x = MRIForward(mask).A_adjoint(y)
     return x.abs() if isinstance(x, torch.Tensor) else np.abs(x)
 
 
 def data_consistency(x: Any, y: Any, mask: Any, lam: float = 1.0, *, magnitude: bool = False) -> Any:
-    """Data-consistency step, SPEC Eq. (4): x <- F^-1 [ F x - lam * M ⊙ (F x - y) ].
+    """Data-consistency step, Eq. (4) of docs/method.md: x <- F^-1 [ F x - lam * M ⊙ (F x - y) ].
 
     lam = 1 replaces the sampled k-space entries of F x by the measured y (hard consistency);
     lam = 0 returns x unchanged; 0 < lam < 1 moves the sampled entries part of the way.

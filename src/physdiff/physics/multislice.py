@@ -1,4 +1,4 @@
-"""Batched torch multislice forward model of 4D-STEM (SPEC section 3, conventions of section 10).
+"""Batched torch multislice forward model of 4D-STEM (docs/method.md, "4D-STEM" and "Conventions").
 
 For scan position r_p and slices s = 1..S (potential V_s in V·Å, thickness dz_s in Å):
 

@@ -1,7 +1,7 @@
 """Fourier-space building blocks of the 4D-STEM forward model, in abTEM 1.0.11's conventions.
 
 Everything here is computed in float64 on the CPU and cast by the caller, so the
-complex64 and complex128 models share the same grids bit for bit (SPEC section 10).
+complex64 and complex128 models share the same grids bit for bit (docs/method.md, "Conventions").
 Grids: frequencies are ``fftfreq(N, d=sampling)`` in 1/Å, arrays in unshifted FFT order.
 """
 
@@ -47,7 +47,7 @@ def soft_probe_aperture(
 
     A(alpha, phi) = clip((alpha_c - alpha) / d(phi) + 1/2, 0, 1), alpha = lambda |k| (rad),
     d(phi) = sqrt((cos(phi) dalpha_x)^2 + (sin(phi) dalpha_y)^2) one angular pixel,
-    dalpha = lambda / extent (rad). A hard disk would be off by 36% (SPEC 10).
+    dalpha = lambda / extent (rad). A hard disk would be off by 36%.
     """
     kx, ky = spatial_frequencies(gpts, sampling)
     alpha = wavelength * torch.sqrt(kx**2 + ky**2)

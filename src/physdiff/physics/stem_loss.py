@@ -1,4 +1,4 @@
-"""4D-STEM data fidelity, SPEC Eq. (2), and the physics step, SPEC Eq. (5).
+"""4D-STEM data fidelity, Eq. (2), and the physics step, Eq. (5) (docs/method.md, "4D-STEM").
 
 Amplitude form:  L(V) = sum_p || sqrt(I_p) - |F psi_S^p(V)| ||^2
 Intensity form:  L(V) = sum_p || I_p - |F psi_S^p(V)|^2 ||^2
@@ -50,7 +50,7 @@ def _batch_loss(predicted: torch.Tensor, target: torch.Tensor, form: str) -> tor
 
 def loss_of_transmission(model: MultisliceModel, transmission: torch.Tensor, intensities, *,
                          form: str = "amplitude", batch_size: int | None = None) -> float:
-    """Return L, SPEC Eq. (2), for given transmission functions O_s (S, H, W) (no gradient)."""
+    """Return L, Eq. (2), for given transmission functions O_s (S, H, W) (no gradient)."""
     measured = _check(model, intensities, form)
     target = measured.clamp_min(0).sqrt() if form == "amplitude" else measured
     positions = model.positions_tensor()
@@ -66,7 +66,7 @@ def loss_of_transmission(model: MultisliceModel, transmission: torch.Tensor, int
 
 def loss_and_grad(model: MultisliceModel, potential, intensities, *, form: str = "amplitude",
                   batch_size: int | None = None):
-    """Return (L(V) as float, dL/dV as a tensor (S, H, W)), SPEC Eq. (2), by autograd.
+    """Return (L(V) as float, dL/dV as a tensor (S, H, W)), Eq. (2), by autograd.
 
     Memory stays at one batch of waves: the gradient with respect to the transmission
     functions O_s is accumulated batch by batch, then pulled back to V once.
@@ -92,7 +92,7 @@ def loss_and_grad(model: MultisliceModel, potential, intensities, *, form: str =
 
 def data_loss(model: MultisliceModel, potential, intensities, *, form: str = "amplitude",
               batch_size: int | None = None) -> float:
-    """Return L(V), SPEC Eq. (2), without the gradient."""
+    """Return L(V), Eq. (2), without the gradient."""
     with torch.no_grad():
         transmission = model.transmission(potential)
     return loss_of_transmission(model, transmission, intensities, form=form, batch_size=batch_size)
@@ -154,7 +154,7 @@ def physics_step(model: MultisliceModel, potential, intensities, *, eta: float |
                  sparsity: float = 0.0, positivity: bool = True, form: str = "amplitude",
                  line_search: bool = True, max_backtracks: int = 20, batch_size: int | None = None,
                  mask: torch.Tensor | None = None):
-    """One proximal gradient step of SPEC Eq. (5); return (V_new, info).
+    """One proximal gradient step of Eq. (5); return (V_new, info).
 
     ``sparsity`` is lam in R(V) = lam ||V||_1 (units of L per V·Å); the prox threshold is
     eta * lam (V·Å). ``mask`` (broadcastable to V, 0/1) restricts the step to some

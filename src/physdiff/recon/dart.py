@@ -1,4 +1,4 @@
-"""DART: Diffusion-Alternating Multi-slice Reconstruction (SPEC 4).
+"""DART: Diffusion-Alternating Multi-slice Reconstruction (docs/method.md, "DART").
 
 At every reverse step the G partition models predict their slabs, the stacked x0 goes through
 the physics step Phi of the problem (MRI: Eq. 4; 4D-STEM: k steps of Eq. 5), and the DDPM or

@@ -1,4 +1,4 @@
-"""DRIFT: Diffusion-Refined Initialization for Multi-slice Reconstruction (SPEC 5).
+"""DRIFT: Diffusion-Refined Initialization for Multi-slice Reconstruction (docs/method.md, "DRIFT").
 
 N candidate volumes from the unconditional partitioned prior are scored against what the
 measurement shows directly (`problem.score`: SSIM with the data range of the measurement, no

@@ -1,4 +1,6 @@
-"""Classical MRI baselines of the paper's tables (SPEC 6): zero-filled, CS L1-wavelet, TV, projection.
+"""Classical MRI baselines of the paper's tables: zero-filled, CS L1-wavelet, TV, projection.
+
+docs/method.md, "Baselines".
 
 Every baseline has the call `fn(y, mask, *, x0=None, **params) -> (S, H, W) float32 magnitude`,
 with y the undersampled centred k-space (S, H, W) complex (`physdiff.physics.mri`, y = M ⊙ F x),
@@ -56,7 +58,7 @@ def _start(x0: Any, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def zero_filled_recon(y: Any, mask: Any, *, show_pbar: bool = False) -> np.ndarray:
-    """Zero-filled magnitude |F^-1 (M ⊙ y)|, slice by slice (SPEC 3)."""
+    """Zero-filled magnitude |F^-1 (M ⊙ y)|, slice by slice."""
     y, mask = _check(y, mask)
     return zero_filled(y, mask).astype(np.float32)
 
@@ -161,7 +163,7 @@ def projection_based(y: Any, mask: Any, *, n_iter: int = 50, wavelet_thresh: flo
                      show_pbar: bool = False) -> np.ndarray:
     """Projection-based reconstruction: our re-implementation of Bangun et al. 2025 (no public code).
 
-    Our reading (SPEC 6): POCS-style alternation, all slices at once, starting from x0 (None:
+    Our reading: POCS-style alternation, all slices at once, starting from x0 (None:
     the zero-filled complex image F^-1 y):
         x <- P_prior(x): Re(x) clipped at 0 (a magnitude image is real and non-negative), set to
              0 outside the support (estimated from the zero-filled image if not given), then

@@ -70,7 +70,7 @@ def _ssim_against(image: np.ndarray, observed: np.ndarray) -> float:
 
 
 class MRIProblem:
-    """Single-coil Cartesian MRI: y = M ⊙ F x (SPEC 3); Phi is Eq. (4) on the magnitude."""
+    """Single-coil Cartesian MRI: y = M ⊙ F x (docs/method.md, "MRI"); Phi is Eq. (4) on the magnitude."""
 
     transform = IdentityTransform()
 
@@ -188,7 +188,7 @@ class MRIProblem:
         return np.abs(self.op.A_adjoint(self.op.A(np.asarray(x, np.float32))))
 
     def score(self, x: Any) -> float:
-        """DRIFT's score (SPEC 5): mean per-slice SSIM of the two zero-filled images."""
+        """DRIFT's score: mean per-slice SSIM of the two zero-filled images."""
         return _ssim_against(self.simulate_observed(x), self.observed())
 
     def naive_start(self) -> np.ndarray:
@@ -202,7 +202,7 @@ class MRIProblem:
 
 
 class STEMProblem:
-    """Multislice 4D-STEM with the known probe (SPEC 3); Phi is k steps of Eq. (5)."""
+    """Multislice 4D-STEM with the known probe (docs/method.md, "4D-STEM"); Phi is k steps of Eq. (5)."""
 
     def __init__(self, intensities: Any, geometry: MultisliceGeometry, transform: PowerTransform, *, k: int = 1,
                  sparsity: float = 0.0,
@@ -237,7 +237,7 @@ class STEMProblem:
         self.eta, self.last_info = None, {}
 
     def loss(self, v: Any) -> float:
-        """SPEC Eq. (2) of a potential (S, H, W) in V·Å."""
+        """Eq. (2) of a potential (S, H, W) in V·Å."""
         return data_loss(self.model, v, self.intensities, form=self.form, batch_size=self.batch_size)
 
     def data_step(self, v: torch.Tensor) -> torch.Tensor:
@@ -268,7 +268,7 @@ class STEMProblem:
                                            batch_size=self.batch_size).cpu().numpy()
 
     def score(self, v: Any) -> float:
-        """DRIFT's score (SPEC 5): SSIM of the candidate's bright field against the measured one."""
+        """DRIFT's score: SSIM of the candidate's bright field against the measured one."""
         return _ssim_against(self.simulate_observed(v), self.observed())
 
     def naive_start(self) -> np.ndarray:

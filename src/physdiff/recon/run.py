@@ -2,7 +2,8 @@
 
 Each function returns the reconstruction and a tidy metrics row (one dict): dataset, sample,
 mask, method, SSIM, PSNR, wall seconds, peak memory, and for iterative 4D-STEM methods the
-iterations run and whether the run diverged. SSIM follows SPEC section 7 (`physdiff.metrics`).
+iterations run and whether the run diverged. SSIM as docs/method.md, "Scores", says
+(`physdiff.metrics`).
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def tune_stem_baseline(samples: list[dict], *, method: str, grid: list[float], m
     For each value `tune_scalar` tries, every sample is reconstructed once with `max_iter`
     iterations, the phase-projection SSIM of each iterate is recorded by the callback, and the
     iteration count with the best mean SSIM (`best_prefix`) gives that value's score: the count is
-    the early-stopping rule SPEC 10 asks for, chosen on validation data. Returns {"method",
+    the early-stopping rule of docs/method.md, "Conventions", chosen on validation data. Returns {"method",
     "param", "value", "n_iter", "ssim_mean", "on_edge", "max_iter", "n_iter_on_edge", "table":
     [{"value", "ssim_mean", "n_iter"}]}. When the best value's count is the cap itself, that value
     alone is run again with the cap doubled, at most `max_extend` times; n_iter_on_edge says the

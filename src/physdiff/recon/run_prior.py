@@ -73,7 +73,7 @@ def stem_problem(sample: dict, transform: PowerTransform, **kwargs) -> STEMProbl
 
 
 def score(modality: str, volume: np.ndarray, truth: np.ndarray, sigma: float | None = None) -> dict:
-    """SSIM and PSNR as the tables report them (SPEC 7)."""
+    """SSIM and PSNR as the tables report them (docs/method.md, "Scores")."""
     if modality == "mri":
         return {"ssim": ssim_volume(volume, truth), "psnr": psnr_volume(volume, truth)}
     return {"ssim": ssim_phase_projection(volume, truth, sigma),

@@ -1,4 +1,4 @@
-"""Classical 4D-STEM multislice reconstructions with the known probe (SPEC section 6).
+"""Classical 4D-STEM multislice reconstructions with the known probe (docs/method.md, "Baselines").
 
 All three are re-implementations written for this project, share one call style,
 
@@ -7,7 +7,7 @@ All three are re-implementations written for this project, share one call style,
 start from ``v0``, a potential (S, H, W) in V·Å (default None: the naive guess V = 0,
 transmission O_s = 1; any volume, e.g. a prior sample, for a physics-only twin), and return
 the potential (S, H, W) in V·Å as a CPU float32 tensor plus info: method, iterations,
-final_loss, loss_history (SPEC Eq. 2, amplitude form unless stated, of the potential each
+final_loss, loss_history (Eq. 2, amplitude form unless stated, of the potential each
 iterate returns, entry 0 = the start),
 best_iteration, diverged, stop_rule. ``callback(iteration, V, loss)``, if given, sees each
 iterate (gauge applied), e.g. for logging. ``num_threads`` sets torch's CPU threads for the
@@ -208,13 +208,13 @@ def torchslice(intensities, geometry: MultisliceGeometry, *, v0=None, n_iter: in
 
     Gradient descent by automatic differentiation through our torch multislice model, with
     no prior: Adam (learning rate ``lr`` in V·Å per step) on V from ``v0``, one full-batch
-    gradient of SPEC Eq. (2) per iteration. Adam moves a voxel by at most about ``lr`` per
+    gradient of Eq. (2) per iteration. Adam moves a voxel by at most about ``lr`` per
     step, so n_iter * lr must reach the true peaks (hundreds to thousands of V·Å): the
     defaults, 30 iterations at 20 V·Å, allow 600. Stopping rule (recorded in info): a fixed
     iteration count, default 30, because the phase-projection SSIM peaks early and then
-    drifts while the loss keeps falling (SPEC 10); the pipeline chooses the count and ``lr``
-    on validation samples (`physdiff.recon.run.tune_stem_baseline`). The last iterate is
-    returned unless the run diverged.
+    drifts while the loss keeps falling (docs/method.md, "Conventions"); the pipeline chooses
+    the count and ``lr`` on validation samples (`physdiff.recon.run.tune_stem_baseline`). The
+    last iterate is returned unless the run diverged.
     """
     model, measured, v = _setup(intensities, geometry, model, device, dtype, gauge, v0)
     v = v.clone().requires_grad_(True)
@@ -244,7 +244,7 @@ def sparse_decomposition(intensities, geometry: MultisliceGeometry, *, v0=None, 
     """Sparse-decomposition reconstruction (after Bangun et al. 2022), a re-implementation.
 
     Layer-wise proximal gradient: in each iteration the slices are updated one after the
-    other, each by one physics step of SPEC Eq. (5) restricted to that slice,
+    other, each by one physics step of Eq. (5) restricted to that slice,
     V_s <- prox(V_s - eta_s dL/dV_s), with soft thresholding (lam = ``sparsity``, in units
     of the loss per V·Å, > 0: with 0 it would be plain projected gradient descent) and
     positivity; eta_s comes from the backtracking line search of ``physics_step``, started

@@ -106,7 +106,7 @@ def default_device() -> torch.device:
 
 
 # Scan positions per batch on the CPU: loss and gradient on one thread were as fast at 16 as at
-# 32 and slower at 64 and 128 (benchmarks/stem_batch.py, README "Benchmarks").
+# 32 and slower at 64 and 128 (benchmarks/stem_batch.py; figures in benchmarks/README.md).
 CPU_SCAN_BATCH = 16
 # On CUDA a batch may take this share of the free memory: headroom for the caller's tensors, a
 # choice rather than a measurement (the default scan, 368 positions of 8 x 64 x 64, needs ~0.27 GB).

@@ -116,3 +116,25 @@ class Layout:
 
     def figure(self, name: str) -> Path:
         return self.root / "figures" / f"{name}.png"
+
+    # --- what a run holds (for `physdiff info`) -------------------------------------------
+    def trained_partitions(self, modality: str) -> list[int]:
+        """The G (ascending) for which at least one partition model of `modality` exists."""
+        base = self.root / "prior" / _modality(modality)
+        found = {int(d.name[1:]) for d in base.glob("G*") if d.name[1:].isdigit() and any(d.glob("g*/model.pt"))}
+        return sorted(found)
+
+    def tuning_files(self, modality: str) -> list[tuple[str | None, str, Path]]:
+        """(mask, method, path) of every tuning file of `modality` present, sorted; mask is None for
+        the 4D-STEM baselines, which are tuned once (`tuning`)."""
+        base = self.root / "recon" / _modality(modality) / "tuning"
+        found = [(None if p.parent == base else p.parent.name, p.stem, p) for p in base.glob("**/*.json")]
+        return sorted(found, key=lambda item: (item[0] or "", item[1]))
+
+    def tables(self) -> list[Path]:
+        """Every table file present, sorted by name."""
+        return sorted(p for p in (self.root / "tables").glob("*.*") if p.is_file())
+
+    def figures(self) -> list[Path]:
+        """Every figure (.png) present, sorted by name."""
+        return sorted((self.root / "figures").glob("*.png"))

@@ -36,8 +36,8 @@ def foreground_mask(x: np.ndarray) -> np.ndarray:
     return x > threshold_triangle(x)
 
 
-def select_slab(volume: np.ndarray, n_slices: int, *, axis: int = 2) -> np.ndarray:
-    """The `n_slices` consecutive slices along `axis` with the most foreground, as (S, X, Y).
+def slab_start(volume: np.ndarray, n_slices: int, *, axis: int = 2) -> int:
+    """The first of the `n_slices` consecutive slices along `axis` with the most foreground.
 
     Ties go to the lowest start index, so the choice is deterministic.
     """
@@ -49,12 +49,17 @@ def select_slab(volume: np.ndarray, n_slices: int, *, axis: int = 2) -> np.ndarr
         raise InputError(
             f"select_slab: volume has {depth} slices along axis {axis}; expected at least n_slices={n_slices}"
         )
-    slices = np.moveaxis(volume, axis, 0)
-    counts = foreground_mask(slices).sum(axis=(1, 2))
+    counts = foreground_mask(np.moveaxis(volume, axis, 0)).sum(axis=(1, 2))
     if counts.sum() == 0:
         raise InputError("select_slab: volume has no foreground (constant intensity)")
     window = np.convolve(counts, np.ones(n_slices, dtype=np.int64), mode="valid")
-    start = int(np.argmax(window))
+    return int(np.argmax(window))
+
+
+def select_slab(volume: np.ndarray, n_slices: int, *, axis: int = 2) -> np.ndarray:
+    """The `n_slices` consecutive slices along `axis` with the most foreground (`slab_start`), as (S, X, Y)."""
+    start = slab_start(volume, n_slices, axis=axis)
+    slices = np.moveaxis(np.asarray(volume, dtype=np.float32), axis, 0)
     return np.ascontiguousarray(slices[start : start + n_slices])
 
 
@@ -66,11 +71,12 @@ def _crop_window(lo: int, hi: int, side: int, n: int) -> tuple[int, int]:
     return start, start + side
 
 
-def crop_resize(slab: np.ndarray, *, size: Sequence[int], margin: float = 0.15) -> np.ndarray:
-    """Crop all slices to one box around the foreground plus a margin, then resize to `size` = (H, W).
+def crop_box(slab: np.ndarray, *, size: Sequence[int], margin: float = 0.15) -> tuple[int, int, int, int]:
+    """The in-plane box (x0, x1, y0, y1), in pixels of `slab` (S, X, Y), that `crop_resize` cuts.
 
     The foreground's bounding box (union over slices) is widened by `margin` times its larger
-    side on each side and grown to the aspect ratio H : W; parts outside the image are zeros.
+    side on each side and grown to the aspect ratio H : W of `size`; it may reach past the image
+    (negative x0, x1 > X), where `crop_resize` pads with zeros.
     """
     slab = np.asarray(slab, dtype=np.float32)
     height, width = int(size[0]), int(size[1])
@@ -90,6 +96,15 @@ def crop_resize(slab: np.ndarray, *, size: Sequence[int], margin: float = 0.15) 
     sx, sy = math.ceil(scale * height), math.ceil(scale * width)
     x0, x1 = _crop_window(r0, r1 + 1, sx, slab.shape[1])
     y0, y1 = _crop_window(c0, c1 + 1, sy, slab.shape[2])
+    return x0, x1, y0, y1
+
+
+def crop_resize(slab: np.ndarray, *, size: Sequence[int], margin: float = 0.15) -> np.ndarray:
+    """Crop all slices to one box around the foreground plus a margin (`crop_box`), then resize to
+    `size` = (H, W); parts outside the image are zeros."""
+    slab = np.asarray(slab, dtype=np.float32)
+    height, width = int(size[0]), int(size[1])
+    x0, x1, y0, y1 = crop_box(slab, size=size, margin=margin)
     pad = [(0, 0), (max(-x0, 0), max(x1 - slab.shape[1], 0)), (max(-y0, 0), max(y1 - slab.shape[2], 0))]
     padded = np.pad(slab, pad)
     crop = padded[:, x0 + pad[1][0] : x1 + pad[1][0], y0 + pad[2][0] : y1 + pad[2][0]]

@@ -106,6 +106,14 @@ def volume_id(path: str | os.PathLike) -> str:
     return re.sub(r"^(BraTS20_Training_\d+)_\w+$", r"\1", name)
 
 
+def centred_affine(shape: Sequence[int], spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """A diagonal (RAS+) 4 x 4 affine with voxels of `spacing` mm and the volume's centre at world (0, 0, 0)."""
+    spacing = np.asarray(spacing, dtype=float)
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = -spacing * (np.asarray(shape[:3]) - 1) / 2.0
+    return affine
+
+
 def write_volume(
     path: str | os.PathLike, volume: np.ndarray, *, spacing: Sequence[float] = (1.0, 1.0, 1.0)
 ) -> Path:
@@ -116,10 +124,7 @@ def write_volume(
     volume = np.asarray(volume, dtype=np.float32)
     if volume.ndim != 3:
         raise InputError(f"{path}: can only write a 3D volume, got shape {volume.shape}")
-    spacing = np.asarray(spacing, dtype=float)
-    affine = np.diag([*spacing, 1.0])
-    affine[:3, 3] = -spacing * (np.asarray(volume.shape) - 1) / 2.0
-    image = nib.Nifti1Image(volume, affine)
+    image = nib.Nifti1Image(volume, centred_affine(volume.shape, spacing))
     image.header.set_xyzt_units("mm")
     path = Path(path)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"

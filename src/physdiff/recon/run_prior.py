@@ -27,6 +27,7 @@ from physdiff.metrics.ssim import psnr_volume, ssim_phase_projection, ssim_volum
 from physdiff.models.diffusion import GaussianDiffusion
 from physdiff.models.train import load_model
 from physdiff.physics.mri import simulate_kspace
+from physdiff.physics.multislice import MultisliceGeometry
 from physdiff.recon.dart import dart
 from physdiff.recon.drift import check_candidates, drift, lowest_loss, physics_only, ranked, score_candidates
 from physdiff.recon.problems import MRIProblem, STEMProblem
@@ -86,6 +87,15 @@ def _row(modality: str, method: str, volume: np.ndarray, truth: np.ndarray, sigm
             "peak_mem_mb": peak_memory_mb(device), "diverged": not bool(np.isfinite(volume).all()), **extra}
 
 
+def dart_options(settings: dict, seed: int) -> dict:
+    """`physdiff.recon.dart.dart`'s keyword arguments from tuned (or configured) DART settings;
+    files written before seam, start and mean_snr existed get what those runs used."""
+    return dict(sampler=settings["sampler"], steps=settings["steps"], eta=settings["eta"],
+                correction=settings["correction"], n_samples=settings.get("n_samples", 1), seed=seed,
+                seam=settings.get("seam", "none"), start=settings.get("start", 1.0),
+                mean_snr=settings.get("mean_snr", 0.0))
+
+
 def run_dart(models, problem, truth: np.ndarray, *, modality: str, settings: dict, seed: int = 0,
              sigma: float | None = None, progress: bool = True, adapt: dict | None = None,
              heldout: float | None = None, kept_out: dict | None = None) -> tuple[np.ndarray, dict, list[dict]]:
@@ -100,10 +110,7 @@ def run_dart(models, problem, truth: np.ndarray, *, modality: str, settings: dic
     ("volume") and the held-out mask ("held")."""
     device = "cuda" if torch.cuda.is_available() else None
     reset_peak_memory(device)
-    options = dict(sampler=settings["sampler"], steps=settings["steps"], eta=settings["eta"],
-                   correction=settings["correction"], n_samples=settings.get("n_samples", 1), seed=seed,
-                   seam=settings.get("seam", "none"), start=settings.get("start", 1.0),
-                   mean_snr=settings.get("mean_snr", 0.0))
+    options = dart_options(settings, seed)
     result = dart(models, problem, adapt=adapt, progress=progress, **options)
     extra = {} if adapt is None else {"adapt_stop": result.adapt["stop"],
                                       **{f"adapt_{k}": v for k, v in adapt.items()}}
@@ -251,23 +258,31 @@ def _mri_solver_params(tuning_path: str | None, solver: str, wavelet: str, level
 
 
 def build_problem(modality: str, cfg: dict, *, volume=None, mask=None, seed: int = 0, sample: dict | None = None,
-                  transform=None, solver_tuning: str | None = None, device=None):
+                  transform=None, solver_tuning: str | None = None, device=None, kspace=None,
+                  geometry: MultisliceGeometry | None = None):
     """The problem of one MRI volume (measured with `seed`) or one 4D-STEM sample, from the rule's params.
 
     `cfg` holds: noise_std, lam, solver, wavelet, levels (MRI); k, sparsity, loss, solver, solver_params (4D-STEM).
+    Measured data, with no ground truth: MRI `kspace` (S, H, W) sampled with `mask` instead of a
+    volume; 4D-STEM `sample` = {"intensities": ...} with its `geometry`
+    (`physdiff.data.stem_measured`) instead of a simulated sample's keys.
     The 4D-STEM forward model lives on `device` (default: CUDA where there is one, else the CPU).
     """
     if modality == "mri":
+        params = _mri_solver_params(solver_tuning, cfg["solver"], cfg["wavelet"], cfg["levels"])
+        if kspace is not None:
+            return MRIProblem(kspace, mask, lam=cfg["lam"], solver=cfg["solver"], solver_params=params)
         return mri_problem(volume, mask, noise_std=cfg["noise_std"], seed=seed, lam=cfg["lam"], solver=cfg["solver"],
-                           solver_params=_mri_solver_params(solver_tuning, cfg["solver"], cfg["wavelet"],
-                                                                         cfg["levels"]))
+                           solver_params=params)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     # the solver's weight as the baseline of that name was tuned; its iteration count is DRIFT's K
     tuned = json.loads(Path(solver_tuning).read_text()) if solver_tuning else None
     params = stem_params(cfg["solver"], cfg["solver_params"], tuned)
-    return stem_problem(sample, transform, k=cfg["k"], sparsity=cfg["sparsity"], form=cfg["loss"],
-                        solver=cfg["solver"], solver_params=params, device=device,
-                        align_candidates=cfg.get("align", False))
+    options = dict(k=cfg["k"], sparsity=cfg["sparsity"], form=cfg["loss"], solver=cfg["solver"],
+                   solver_params=params, device=device, align_candidates=cfg.get("align", False))
+    if geometry is not None:
+        return STEMProblem(sample["intensities"], geometry, transform, **options)
+    return stem_problem(sample, transform, **options)
 
 
 def load_test_problem(inputs, wildcards, modality: str, cfg: dict):

@@ -297,6 +297,7 @@ def test_validation_problems_measure_the_volumes_as_tune_dart_does(tmp_path):
 
     from physdiff.config import load_config, mri_problem_config
     from physdiff.recon.run_prior import mri_problem, validation_problems
+    from physdiff.results import Layout
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "config/config.yaml")
     cfg["recon"]["mri"]["noise_std"] = 0.01  # the default measures without noise, where seeds do not show
@@ -306,10 +307,10 @@ def test_validation_problems_measure_the_volumes_as_tune_dart_does(tmp_path):
     volumes = np.stack([blob_volume(4, 16, seed=s) for s in range(3)])
     mask = np.zeros((16, 16), bool)
     mask[:, ::3] = True
-    (tmp_path / "data/mri/brats").mkdir(parents=True)
-    (tmp_path / "data/mri/masks").mkdir(parents=True)
-    np.save(tmp_path / "data/mri/brats/val.npy", volumes)
-    np.save(tmp_path / f"data/mri/masks/{mask_name}.npy", mask)
+    lay = Layout(tmp_path)
+    for path, array in ((lay.mri_split("val"), volumes), (lay.mri_mask(mask_name), mask)):
+        path.parent.mkdir(parents=True)
+        np.save(path, array)
     problems = validation_problems(tmp_path, cfg, "mri", 2, solver_tuning=False)
     assert len(problems) == 2
     pc = mri_problem_config(cfg)

@@ -50,17 +50,20 @@ def test_an_empty_frame_of_that_split_gives_an_empty_table(name):
     assert paper_table(rows, name).empty
 
 
-def test_the_command_line_prints_both_tables_from_a_folder(tmp_path, capsys):
+def test_the_command_line_prints_both_tables_from_a_results_folder(tmp_path, capsys):
     import json
 
     from physdiff.metrics.paper_tables import main
+    from physdiff.results import Layout
 
+    lay = Layout(tmp_path)
     for i, row in enumerate(_rows().to_dict("records")):
-        path = tmp_path / row["dataset"] / row["method"] / f"{i}.json"
+        path = lay.recon(row["modality"], row["dataset"], row["method"], str(i), mask=row["mask"], suffix=".json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(row))
-    (tmp_path / "tuning").mkdir()
-    (tmp_path / "tuning" / "dart.json").write_text("{}")  # tuning records are not metrics rows
+    tuning = lay.tuning("mri", "dart")
+    tuning.parent.mkdir(parents=True)
+    tuning.write_text("{}")  # tuning records are not metrics rows
     assert main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "# Table 1" in out and "| DART | 0.960 ± 0.014 (N=2)" in out and "# Table 2" in out

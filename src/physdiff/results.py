@@ -59,12 +59,20 @@ class Layout:
         """One simulated 4D-STEM sample (val, test or ood split)."""
         return self.root / "data" / "stem" / split / f"{sample}.npz"
 
+    def stem_samples(self, split: str) -> list[Path]:
+        """The 4D-STEM sample files of one split that exist, sorted by name."""
+        return sorted(self.stem_sample(split, "*").parent.glob("*.npz"))
+
     def stem_structure(self, name: str) -> Path:
         return self.root / "data" / "stem" / "structures" / f"{name}.cif"
 
     def stem_scale(self) -> Path:
         """The potential scaling that maps 4D-STEM slices to the prior's range."""
         return self.root / "prior" / "stem" / "scale.json"
+
+    def stem_prior_data(self, split: str) -> Path:
+        """The 4D-STEM potentials the prior trains (train) or is validated (val) on, in its units."""
+        return self.root / "prior" / "stem" / f"{split}.npy"
 
     # --- priors ---------------------------------------------------------------------------
     def prior_dir(self, modality: str, G: int, g: int) -> Path:
@@ -108,6 +116,11 @@ class Layout:
                 raise ConfigError("recon: an MRI reconstruction needs its mask (for example gaussian_R4)")
             return self.root / "recon" / "mri" / group / mask / method / f"{sample}{suffix}"
         return self.root / "recon" / "stem" / group / method / f"{sample}{suffix}"
+
+    def metrics_rows(self) -> list[Path]:
+        """Every reconstruction's metrics row written so far (tuning files left out), sorted."""
+        recon = self.root / "recon"
+        return sorted(p for p in recon.rglob("*.json") if "tuning" not in p.relative_to(recon).parts)
 
     # --- tables and figures ---------------------------------------------------------------
     def table(self, name: str, ext: str = "md") -> Path:

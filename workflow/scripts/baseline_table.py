@@ -1,4 +1,4 @@
-"""Gather the baselines' metrics rows into results/tables/baselines.{csv,md}."""
+"""Gather the baselines' metrics rows into the baselines table (csv and markdown)."""
 
 from physdiff.io import atomic_path
 from physdiff.metrics.tables import baseline_markdown, read_rows, summarise

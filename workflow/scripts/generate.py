@@ -1,7 +1,8 @@
 """Sample N unconditional volumes from the G partition models, slabs stacked in order.
 
-The volumes stay in the prior's [0, 1]; for 4D-STEM, results/prior/stem/scale.json
-(`physdiff.data.transforms.load_transform`) decodes them to V·Å.
+The volumes stay in the prior's [0, 1]; for 4D-STEM, the prior's scale file
+(`physdiff.results.Layout.stem_scale`, read by `physdiff.data.transforms.load_transform`)
+decodes them to V·Å.
 """
 
 import torch

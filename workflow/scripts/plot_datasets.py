@@ -1,4 +1,4 @@
-"""Draw results/figures/datasets.png from the prepared MRI arrays and two STEM samples."""
+"""Draw the datasets figure from the prepared MRI arrays and two STEM samples."""
 
 import numpy as np
 

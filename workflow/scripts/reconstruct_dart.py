@@ -22,7 +22,10 @@ def volume_seed(seed: int, sample: str) -> int:
 
 def main(smk):
     p = smk.params
-    problem, truth, sigma, ids = load_test_problem(smk.input, smk.wildcards, p.modality, p.problem)
+    files = smk.input
+    problem, truth, sigma, ids = load_test_problem(
+        p.modality, p.problem, dict(smk.wildcards.items()), volumes=files.get("volumes"), mask=files.get("mask"),
+        sample=files.get("sample"), transform=files.get("transform"), solver_tuning=files.solver_tuning)
     settings = json.loads(open(smk.input.tuning).read())["settings"]
     models = load_partition_models(list(smk.input.models), slices=truth.shape[0], size=truth.shape[1:])
     kept = {}

@@ -9,7 +9,10 @@ from physdiff.workflow import log, run_step
 
 def main(smk):
     p = smk.params
-    problem, truth, sigma, ids = load_test_problem(smk.input, smk.wildcards, p.modality, p.problem)
+    files = smk.input
+    problem, truth, sigma, ids = load_test_problem(
+        p.modality, p.problem, dict(smk.wildcards.items()), volumes=files.get("volumes"), mask=files.get("mask"),
+        sample=files.get("sample"), transform=files.get("transform"), solver_tuning=files.solver_tuning)
     n_iter, refine_top = load_drift_tuning(smk.input.tuning)
     candidates = problem.transform.decode(np.load(smk.input.candidates))[: p.n_candidates]
     volumes, rows, table = run_drift(candidates, problem, truth, modality=p.modality, n_iter=n_iter,

@@ -16,7 +16,8 @@ from physdiff.workflow import log, run_step
 
 def main(smk):
     p, wc = smk.params, smk.wildcards
-    problem, truth, _, ids = load_test_problem(smk.input, wc, "mri", p.problem)
+    problem, truth, _, ids = load_test_problem("mri", p.problem, dict(wc.items()), volumes=smk.input.volumes,
+                                               mask=smk.input.mask, solver_tuning=smk.input.solver_tuning)
     seed = p.seed + int(wc.sample)  # the split the DART jobs held out (their volume seed)
     kept, held = problem.split_lines(p.heldout, seed=seed)
     tuned = json.loads(open(smk.input.cs_tuning).read())

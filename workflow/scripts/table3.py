@@ -1,4 +1,4 @@
-"""Score the generated MRI volumes against the real test volumes: results/tables/table3.{csv,md,tex}."""
+"""Score the generated MRI volumes against the real test volumes: Table 3 as csv, markdown and LaTeX."""
 
 from physdiff.metrics.table3 import run_table3
 from physdiff.workflow import log, run_step

@@ -9,7 +9,8 @@ from physdiff.workflow import log, run_step
 
 def main(smk):
     p = smk.params
-    problems = load_val_problems(smk.input, p.modality, p.problem, p.n_val)
+    problems = load_val_problems(p.modality, p.problem, p.n_val, val=smk.input.val, mask=smk.input.get("mask"),
+                                 transform=smk.input.get("transform"), solver_tuning=smk.input.solver_tuning)
     models = load_partition_models(list(smk.input.models), slices=problems[0][1].shape[0], size=problems[0][1].shape[1:])
 
     def evaluate(settings):

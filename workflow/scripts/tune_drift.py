@@ -10,7 +10,8 @@ from physdiff.workflow import log, run_step
 
 def main(smk):
     p = smk.params
-    problems = load_val_problems(smk.input, p.modality, p.problem, p.n_val)
+    problems = load_val_problems(p.modality, p.problem, p.n_val, val=smk.input.val, mask=smk.input.get("mask"),
+                                 transform=smk.input.get("transform"), solver_tuning=smk.input.solver_tuning)
     transform = problems[0][0].transform
     candidates = transform.decode(np.load(smk.input.candidates))[: p.n_candidates]
     result = tune_drift(candidates, problems, modality=p.modality, grid=p.grid, refine_top=p.refine_top)

@@ -83,18 +83,17 @@ def to_latex(table: pd.DataFrame, caption: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print Tables 1 and 2 from every metrics row under a results folder (complete or not)."""
+    """Print Tables 1 and 2 from every metrics row of a run's results folder (complete or not)."""
     import argparse
-    from pathlib import Path
 
     from physdiff.metrics.tables import read_rows
+    from physdiff.results import Layout
 
-    ap = argparse.ArgumentParser(description="Tables 1 and 2 from the metrics rows found under a folder, "
-                                 "e.g. while a run is still going (the paper_tables rule waits for all).")
-    ap.add_argument("folder", nargs="?", default="results/recon")
+    ap = argparse.ArgumentParser(description="Tables 1 and 2 from the metrics rows a run has written so far, "
+                                 "e.g. while it is still going (the paper_tables rule waits for all).")
+    ap.add_argument("results", nargs="?", default="results", help="the run's results folder (default: results)")
     args = ap.parse_args(argv)
-    paths = [p for p in sorted(Path(args.folder).rglob("*.json")) if "tuning" not in p.parts]
-    frame = read_rows(paths)
+    frame = read_rows(Layout(args.results).metrics_rows())
     for name, title in (("table1", "Table 1: in distribution"), ("table2", "Table 2: out of distribution")):
         print(to_markdown(paper_table(frame, name), f"{title}, SSIM mean ± std (N)"))
     return 0

@@ -2,7 +2,7 @@
 
 For each partition count G (G = 1: one model over all S slices; G >= 2: G partition models whose
 slabs are stacked) and each count n of generated volumes, the first n volumes of
-`results/generated/{modality}/G{G}.npy` are compared with all real test volumes by
+the generate rule's set for G (`physdiff.results.Layout.generated`) are compared with all real test volumes by
 - FVD-i3D: Fréchet distance of Kinetics-400 I3D logits;
 - JEDi (I3D features): JEDi's MMD on the same I3D logits, labelled so, since the paper's JEDi
   uses V-JEPA features;

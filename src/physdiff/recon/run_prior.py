@@ -12,8 +12,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +33,7 @@ from physdiff.recon.problems import MRIProblem, STEMProblem
 from physdiff.recon.run import mri_params, peak_memory_mb, reset_peak_memory, stem_params
 from physdiff.recon.select import heldout_error
 from physdiff.recon.tuning import tune_scalar
+from physdiff.results import MODALITIES, Layout
 
 log = logging.getLogger(__name__)
 
@@ -285,47 +285,57 @@ def build_problem(modality: str, cfg: dict, *, volume=None, mask=None, seed: int
     return stem_problem(sample, transform, **options)
 
 
-def load_test_problem(inputs, wildcards, modality: str, cfg: dict):
-    """(problem, ground truth, sigma or None, id columns) of the rule's test sample."""
+def load_test_problem(modality: str, cfg: dict, case: Mapping[str, str], *, solver_tuning: str | None = None,
+                      volumes: str | None = None, mask: str | None = None, sample: str | None = None,
+                      transform: str | None = None) -> tuple[Any, np.ndarray, float | None, dict]:
+    """(problem, ground truth, sigma or None, id columns) of one test volume or sample, from its files.
+
+    `case` names it as the reconstruct rules' wildcards do: dataset, mask and sample (the volume's
+    index in the array file `volumes`) for MRI, measured with the mask file `mask` and the noise
+    seed config seed + index; split and sample for 4D-STEM, read from the sample file `sample` in
+    the prior's units of the `transform` file. `solver_tuning`: the tuning file of DRIFT's solver.
+    """
     if modality == "mri":
-        volume = np.asarray(np.load(inputs.volumes, mmap_mode="r")[int(wildcards.sample)], np.float32)
-        problem = build_problem("mri", cfg, volume=volume, mask=np.load(inputs.mask),
-                                seed=cfg["seed"] + int(wildcards.sample), solver_tuning=inputs.get("solver_tuning"))
-        return problem, volume, None, {"dataset": wildcards.dataset, "sample": wildcards.sample, "mask": wildcards.mask}
-    sample = load_sample(inputs.sample)
-    problem = build_problem("stem", cfg, sample=sample, transform=load_transform(inputs.transform),
-                            solver_tuning=inputs.get("solver_tuning"))
-    ids = {"dataset": "cubic" if wildcards.split == "test" else "hexagonal", "sample": wildcards.sample,
-           "mask": "full", "crystal": str(sample["name"])}
-    return problem, np.asarray(sample["potential"], np.float32), float(sample["sigma"]), ids
+        index = int(case["sample"])
+        volume = np.asarray(np.load(volumes, mmap_mode="r")[index], np.float32)
+        problem = build_problem("mri", cfg, volume=volume, mask=np.load(mask), seed=cfg["seed"] + index,
+                                solver_tuning=solver_tuning)
+        return problem, volume, None, {"dataset": case["dataset"], "sample": case["sample"], "mask": case["mask"]}
+    data = load_sample(sample)
+    problem = build_problem("stem", cfg, sample=data, transform=load_transform(transform), solver_tuning=solver_tuning)
+    ids = {"dataset": "cubic" if case["split"] == "test" else "hexagonal", "sample": case["sample"],
+           "mask": "full", "crystal": str(data["name"])}
+    return problem, np.asarray(data["potential"], np.float32), float(data["sigma"]), ids
 
 
-def load_val_problems(inputs, modality: str, cfg: dict, n_val: int) -> list[tuple[Any, np.ndarray, float | None]]:
-    """[(problem, truth, sigma)] of the first `n_val` validation volumes or samples."""
+def load_val_problems(modality: str, cfg: dict, n_val: int, *, val: str | Sequence[str], mask: str | None = None,
+                      transform: str | None = None,
+                      solver_tuning: str | None = None) -> list[tuple[Any, np.ndarray, float | None]]:
+    """[(problem, truth, sigma)] of the first `n_val` validation volumes or samples, from their files.
+
+    MRI: `val` is the (N, S, H, W) array, measured with the mask file `mask`; 4D-STEM: `val` lists
+    the sample files, in the prior's units of the `transform` file. `solver_tuning`: as for
+    `load_test_problem`.
+    """
     if modality == "mri":
-        volumes = np.load(inputs.val)[:n_val]
-        mask = np.load(inputs.mask)
+        volumes = np.load(val)[:n_val]
+        measured_with = np.load(mask)
         # validation volumes are measured with seeds the test volumes never use
-        return [(build_problem("mri", cfg, volume=v, mask=mask, seed=cfg["seed"] + 100_000 + i,
-                               solver_tuning=inputs.get("solver_tuning")), np.asarray(v, np.float32), None)
+        return [(build_problem("mri", cfg, volume=v, mask=measured_with, seed=cfg["seed"] + 100_000 + i,
+                               solver_tuning=solver_tuning), np.asarray(v, np.float32), None)
                 for i, v in enumerate(volumes)]
-    transform = load_transform(inputs.transform)
+    units = load_transform(transform)
     out = []
-    for path in list(inputs.val)[:n_val]:
-        sample = load_sample(path)
-        out.append((build_problem("stem", cfg, sample=sample, transform=transform,
-                                  solver_tuning=inputs.get("solver_tuning")),
-                    np.asarray(sample["potential"], np.float32), float(sample["sigma"])))
+    for path in list(val)[:n_val]:
+        data = load_sample(path)
+        out.append((build_problem("stem", cfg, sample=data, transform=units, solver_tuning=solver_tuning),
+                    np.asarray(data["potential"], np.float32), float(data["sigma"])))
     return out
 
 
 def tuning_file(results: str | Path, modality: str, method: str, mask: str | None = None) -> Path:
-    """Where tune_dart / tune_drift (method "dart" / "drift") wrote their choice: per MRI mask
-    (default: the gaussian_R4 of the paper's tables), "full" for 4D-STEM."""
-    if modality not in ("mri", "stem"):
-        raise ConfigError(f"modality: expected 'mri' or 'stem', got {modality!r}")
-    return Path(results) / "recon" / modality / "tuning" / ((mask or "gaussian_R4") if modality == "mri" else "full") \
-        / f"{method}.json"
+    """`physdiff.results.Layout.tuning` under its old name, for examples/ until they read Layout."""
+    return Layout(results).tuning(modality, method, mask)
 
 
 def validation_problems(results: str | Path, cfg: dict, modality: str, n_val: int | None = None, *,
@@ -338,23 +348,22 @@ def validation_problems(results: str | Path, cfg: dict, modality: str, n_val: in
     (that file must exist); without it, the config's own weight. MRI volumes are measured with
     `mask` (default recon.dart.mri_tune_mask).
     """
-    if modality not in ("mri", "stem"):
-        raise ConfigError(f"modality: expected 'mri' or 'stem', got {modality!r}")
-    res, rc = Path(results), cfg["recon"]
+    if modality not in MODALITIES:
+        raise ConfigError(f"modality: expected one of {MODALITIES}, got {modality!r}")
+    lay, rc = Layout(results), cfg["recon"]
     n_val = rc["n_val"][modality] if n_val is None else n_val
     if modality == "mri":
         mask = mask or rc["dart"]["mri_tune_mask"]
-        files = {"val": res / "data/mri/brats/val.npy", "mask": res / f"data/mri/masks/{mask}.npy"}
-        tuning, problem_cfg = res / f"recon/mri/tuning/{mask}/{rc['drift']['mri_solver']}.json", mri_problem_config(cfg)
+        files = {"val": lay.mri_split("val"), "mask": lay.mri_mask(mask)}
+        tuning, problem_cfg = lay.tuning("mri", rc["drift"]["mri_solver"], mask), mri_problem_config(cfg)
     else:
         names = recon_order([r for r in stem_plan(cfg) if r["split"] == "val"])[:n_val]
-        files = {"val": [res / f"data/stem/val/{name}.npz" for name in names], "transform": res / "prior/stem/scale.json"}
-        tuning, problem_cfg = res / f"recon/stem/tuning/{rc['drift']['stem_solver']}.json", stem_problem_config(cfg)
+        files = {"val": [lay.stem_sample("val", name) for name in names], "transform": lay.stem_scale()}
+        tuning, problem_cfg = lay.tuning("stem", rc["drift"]["stem_solver"]), stem_problem_config(cfg)
     if solver_tuning:
-        files["solver_tuning"] = str(tuning)
+        files["solver_tuning"] = tuning
     for path in (p for v in files.values() for p in (v if isinstance(v, list) else [v])):
         if not Path(path).is_file():
             raise InputError(f"{path}: missing; validation_problems reads a finished run's results folder "
                              f"(run the default pipeline first)")
-    inputs = SimpleNamespace(**files, get=lambda key, default=None: files.get(key, default))
-    return load_val_problems(inputs, modality, problem_cfg, n_val)
+    return load_val_problems(modality, problem_cfg, n_val, **files)

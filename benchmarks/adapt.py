@@ -34,12 +34,12 @@ def _one(task: dict) -> dict:
         settings = {"sampler": "ddim", "steps": 4, "eta": 0.0, "correction": "x0", "seam": "overlap"}
     else:
         from physdiff.config import validate_config
+        from physdiff.results import Layout
 
         cfg = validate_config(yaml.safe_load(Path(task["config"]).read_text()))
         problem, truth, _ = validation_problems(task["results"], cfg, "mri", task["index"] + 1, solver_tuning=False,
                                                 mask=task["mask"])[task["index"]]
-        G = cfg["recon"]["partitions"]["mri"]
-        models = load_partition_models([f"{task['results']}/prior/mri/G{G}/g{g}/model.pt" for g in range(G)],
+        models = load_partition_models(Layout(task["results"]).prior_models("mri", cfg["recon"]["partitions"]["mri"]),
                                        slices=truth.shape[0], size=truth.shape[1:])
         settings = json.loads(Path(task["tuning"]).read_text())["settings"]
     if device == "cuda":
@@ -73,8 +73,8 @@ def _smoke_case():
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", default="results")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", default="results", help="a finished default run's results folder")
     ap.add_argument("--config", default="config/config.yaml")
     ap.add_argument("--mask", default="gaussian_R4")
     ap.add_argument("--n", type=int, default=2, help="validation volumes")
@@ -88,12 +88,12 @@ def main() -> None:
         args.n = 1
     else:
         from physdiff.config import validate_config
-        from physdiff.recon.run_prior import tuning_file
+        from physdiff.results import Layout
 
         cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
         conf = {k: v for k, v in cfg["recon"]["dart"]["adapt"].items() if k != "enabled"}
         adapt, seed = {**conf, **json.loads(args.adapt or "{}")}, cfg["seed"]
-        tuning = str(tuning_file(args.results, "mri", "dart", args.mask))
+        tuning = str(Layout(args.results).tuning("mri", "dart", args.mask))
         if not Path(tuning).is_file():
             raise SystemExit(f"{tuning}: missing; run the default pipeline first (or use --smoke)")
     ctx = mp.get_context("spawn")

@@ -1,11 +1,11 @@
 """Our CS L1-wavelet baseline against BART's `pics -l1`, both tuned on the same validation volumes.
 
-    python benchmarks/cs_vs_bart.py [--masks gaussian random uniform] [--accel 4] [--study]
+    python benchmarks/cs_vs_bart.py [--results results] [--masks gaussian random uniform] [--accel 4] [--study]
 
 Ours runs with the settings of config/config.yaml (wavelet, levels, iterations), BART with each
 of `--bart-wavelets`, both on the pipeline's masks and volumes. Each lambda is chosen by mean
-SSIM on val.npy (`physdiff.recon.tuning.tune_scalar`, extended past grid edges); the script
-prints the test SSIMs (test.npy). `--study` scans our wavelet, levels and iteration count on the
+SSIM on the first --n-val validation volumes (`physdiff.recon.tuning.tune_scalar`, extended past
+grid edges); the script prints the SSIMs on the first --n-test test volumes. `--study` scans our wavelet, levels and iteration count on the
 validation split (the choice behind the config's defaults). Without pipeline data it falls back
 on synthetic blob volumes. Needs the `bart` CLI (apt-get install bart).
 """
@@ -29,6 +29,7 @@ from physdiff.metrics.ssim import ssim_volume
 from physdiff.physics.mri import simulate_kspace
 from physdiff.recon.mri_baselines import cs_l1_wavelet
 from physdiff.recon.tuning import tune_scalar
+from physdiff.results import Layout
 
 
 def write_cfl(stem: str | Path, array: np.ndarray) -> None:
@@ -78,10 +79,10 @@ def tuned_test_ssim(make, val, yv, test, yt, grid) -> tuple[dict, list[float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="results/data/mri/brats", help="folder with val.npy and test.npy")
-    parser.add_argument("--mask-dir", default="results/data/mri/masks",
-                        help="the pipeline's masks ({kind}_R{accel}.npy); made here when absent")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default="results",
+                        help="the pipeline's results folder: its validation and test volumes and masks "
+                             "(a mask is made here where absent)")
     parser.add_argument("--config", default="config/config.yaml", help="our CS settings come from here")
     parser.add_argument("--masks", nargs="+", default=["gaussian", "random", "uniform"])
     parser.add_argument("--accel", type=int, default=4)
@@ -96,11 +97,11 @@ def main() -> None:
         raise SystemExit("the bart CLI is not on PATH (apt-get install bart)")
     cfg = load_config(args.config)["recon"]["mri"]
     ours_cfg = {"wave_name": cfg["cs_wavelet"], "levels": cfg["cs_levels"], "max_iter": cfg["max_iter"]["cs_l1_wavelet"]}
-    data = Path(args.data)
-    if (data / "val.npy").exists() and (data / "test.npy").exists():
-        val, test = (np.load(data / f"{s}.npy")[:n].astype(np.float32) for s, n in (("val", args.n_val), ("test", args.n_test)))
+    lay = Layout(args.results)
+    if lay.mri_split("val").exists() and lay.mri_split("test").exists():
+        val, test = (np.load(lay.mri_split(s))[:n].astype(np.float32) for s, n in (("val", args.n_val), ("test", args.n_test)))
     else:
-        print(f"no {data}/val.npy, test.npy: synthetic blob volumes instead")
+        print(f"no validation and test volumes under {args.results}: synthetic blob volumes instead")
         val = np.stack([blob_volume(seed=100 + i) for i in range(args.n_val)])
         test = np.stack([blob_volume(seed=200 + i) for i in range(args.n_test)])
     size = test.shape[-1]
@@ -108,7 +109,7 @@ def main() -> None:
     print(f"val {val.shape}, test {test.shape}; ours ({args.config}): {ours_cfg}, random cycle spinning; "
           f"BART pics -l1, {args.bart_iters} iterations", flush=True)
     for kind in args.masks[:1] if args.study else args.masks:
-        path = Path(args.mask_dir) / f"{kind}_R{args.accel}.npy"
+        path = lay.mri_mask(f"{kind}_R{args.accel}")
         if path.exists():
             mask = np.load(path)
         else:

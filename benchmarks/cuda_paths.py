@@ -37,7 +37,6 @@ import numpy as np
 import torch
 import yaml
 
-from physdiff.recon.run_prior import tuning_file
 from physdiff.config import mri_problem_config, stem_problem_config, validate_config
 from physdiff.data.stem_sim import load_sample
 from physdiff.data.transforms import load_transform
@@ -49,6 +48,7 @@ from physdiff.physics.stem_loss import loss_and_grad
 from physdiff.recon.dart import dart
 from physdiff.recon.run import reset_peak_memory
 from physdiff.recon.run_prior import build_problem, load_partition_models, run_dart, run_drift, score
+from physdiff.results import DEFAULT_MRI_MASK, Layout
 
 PAPER = {"dim": 64, "dim_mults": (1, 2, 4, 8), "res_blocks": 2, "attn_resolutions": (16,), "temporal_attn": True}
 
@@ -70,16 +70,16 @@ def cuda_peak_mb() -> float:
     return torch.cuda.max_memory_allocated() / 2**20 if DEV == "cuda" else float("nan")
 
 
-def agreement(res: Path, cfg: dict, stem_cfg: dict) -> None:
+def agreement(lay: Layout, cfg: dict, stem_cfg: dict) -> None:
     print("## CUDA against CPU (float32, TF32 off): max |CUDA - CPU| / max |CPU|")
-    vol = np.load(res / "data/mri/brats/test.npy", mmap_mode="r")[0].astype(np.float32)
-    mask = np.load(res / "data/mri/masks/gaussian_R4.npy")
+    vol = np.load(lay.mri_split("test"), mmap_mode="r")[0].astype(np.float32)
+    mask = np.load(lay.mri_mask(DEFAULT_MRI_MASK))
     y = simulate_kspace(vol, mask, noise_std=cfg["noise_std"], seed=0)
     x = torch.rand(vol.shape, generator=torch.Generator().manual_seed(0)).to(torch.complex64)
     out = {d: data_consistency(x.to(d), torch.from_numpy(y).to(d), mask, 0.7) for d in ("cpu", DEV)}
     print(f"MRI data consistency (lam 0.7), {vol.shape}: {rel(out[DEV], out['cpu']):.2e}")
 
-    sample = load_sample(sorted((res / "data/stem/test").glob("*.npz"))[0])
+    sample = load_sample(lay.stem_samples("test")[0])
     geometry = MultisliceGeometry.from_sample(sample)
     potential = torch.from_numpy(np.asarray(sample["potential"], np.float32))
     target = torch.from_numpy(np.asarray(sample["intensities"], np.float32))
@@ -90,7 +90,7 @@ def agreement(res: Path, cfg: dict, stem_cfg: dict) -> None:
     print(f"multislice forward, {sample['name']} {tuple(potential.shape)}: {rel(got[DEV][0], got['cpu'][0]):.2e}; "
           f"loss {rel(got[DEV][1], got['cpu'][1]):.2e}; gradient {rel(got[DEV][2], got['cpu'][2]):.2e}")
 
-    models = load_partition_models([str(res / f"prior/mri/G2/g{g}/model.pt") for g in range(2)])
+    models = load_partition_models(lay.prior_models("mri", 2))
     xt = torch.randn(1, 1, 8, 64, 64, generator=torch.Generator().manual_seed(1))
     t = torch.tensor([400])
     with torch.no_grad():
@@ -101,20 +101,20 @@ def agreement(res: Path, cfg: dict, stem_cfg: dict) -> None:
                                  progress=False) for d in ("cpu", DEV)}
     print(f"20 DDIM steps, eta 0, G=2 with overlap seams: {rel(vols[DEV], vols['cpu']):.2e}")
 
-    settings = json.loads((tuning_file(res, "mri", "dart")).read_text())["settings"]
+    settings = json.loads(lay.tuning("mri", "dart").read_text())["settings"]
     problem = build_problem("mri", cfg, volume=vol, mask=mask, seed=cfg["seed"],
-                            solver_tuning=str(res / f"recon/mri/tuning/gaussian_R4/{cfg['solver']}.json"))
+                            solver_tuning=lay.tuning("mri", cfg["solver"]))
     for d in ("cpu", DEV):
         r = dart(models, problem, sampler=settings["sampler"], steps=settings["steps"], eta=settings["eta"],
                  correction=settings["correction"], seed=cfg["seed"], devices=[d, d], seam=settings["seam"],
                  progress=False)
         print(f"MRI DART {settings} on {d}: SSIM {score('mri', r.volume, vol)['ssim']:.4f}, {r.seconds:.1f} s")
-    smodels = load_partition_models([str(res / f"prior/stem/G2/g{g}/model.pt") for g in range(2)])
-    ssettings = json.loads((tuning_file(res, "stem", "dart")).read_text())["settings"]
-    transform = load_transform(res / "prior/stem/scale.json")
+    smodels = load_partition_models(lay.prior_models("stem", 2))
+    ssettings = json.loads(lay.tuning("stem", "dart").read_text())["settings"]
+    transform = load_transform(lay.stem_scale())
     for d in ("cpu", DEV):
         sp = build_problem("stem", stem_cfg, sample=sample, transform=transform, device=d,
-                           solver_tuning=str(res / f"recon/stem/tuning/{stem_cfg['solver']}.json"))
+                           solver_tuning=lay.tuning("stem", stem_cfg["solver"]))
         r = dart(smodels, sp, sampler=ssettings["sampler"], steps=ssettings["steps"], eta=ssettings["eta"],
                  correction=ssettings["correction"], seed=0, devices=[d, d], seam=ssettings.get("seam", "none"),
                  progress=False)
@@ -122,13 +122,13 @@ def agreement(res: Path, cfg: dict, stem_cfg: dict) -> None:
         print(f"4D-STEM DART {ssettings} on {d}: SSIM {s:.4f}, {r.seconds:.1f} s")
 
 
-def periodic(res: Path, stem_cfg: dict, full_cfg: dict, model_paths: list[str], n_steps: int) -> None:
+def periodic(lay: Layout, stem_cfg: dict, full_cfg: dict, model_paths: list[str], n_steps: int) -> None:
     """The periodic 4D-STEM prior (circular padding, lateral shifts) and DRIFT's alignment, CUDA against CPU."""
     from physdiff.config import prior_model_config
 
     print("\n## periodic 4D-STEM prior and DRIFT alignment: max |CUDA - CPU| / max |CPU|")
     models = load_partition_models(model_paths)
-    data = np.load(res / "prior/stem/train.npy", mmap_mode="r")  # (N, S, H, W), the prior's units
+    data = np.load(lay.stem_prior_data("train"), mmap_mode="r")  # (N, S, H, W), the prior's units
     shape = tuple(data.shape[1:])
     xt = torch.randn(1, 1, shape[0] // 2, *shape[1:], generator=torch.Generator().manual_seed(2))
     t = torch.tensor([300])
@@ -142,10 +142,10 @@ def periodic(res: Path, stem_cfg: dict, full_cfg: dict, model_paths: list[str], 
                                  progress=False) for d in ("cpu", DEV)}
     print(f"20 DDIM steps, eta 0, periodic G=2, plateau seams: {rel(vols[DEV], vols['cpu']):.2e}")
     aligned = {}
-    sample = load_sample(sorted((res / "data/stem/val").glob("*.npz"))[0])
+    sample = load_sample(lay.stem_samples("val")[0])
     for d in ("cpu", DEV):
         problem = build_problem("stem", stem_cfg, sample=sample, device=d,
-                                transform=load_transform(res / "prior/stem/scale.json"))
+                                transform=load_transform(lay.stem_scale()))
         aligned[d] = problem.align(problem.transform.decode(vols["cpu"].numpy()[0]))
     print(f"DRIFT alignment of one candidate: {rel(aligned[DEV], aligned['cpu']):.2e} (0 = the same shift chosen)")
     train = data[:16, :shape[0] // 2]
@@ -161,35 +161,35 @@ def periodic(res: Path, stem_cfg: dict, full_cfg: dict, model_paths: list[str], 
           f"finite {bool(np.isfinite(losses).all())}", flush=True)
 
 
-def speed(res: Path, cfg: dict, stem_cfg: dict, full_cfg: dict, n_vol: int, train_steps: int,
+def speed(lay: Layout, cfg: dict, stem_cfg: dict, full_cfg: dict, n_vol: int, train_steps: int,
           dart_steps: list[int], parts: list[str]) -> None:
     print(f"\n## speed on {DEV}")
-    test = np.load(res / "data/mri/brats/test.npy", mmap_mode="r")
-    mask = np.load(res / "data/mri/masks/gaussian_R4.npy")
-    settings = json.loads((tuning_file(res, "mri", "dart")).read_text())["settings"]
+    test = np.load(lay.mri_split("test"), mmap_mode="r")
+    mask = np.load(lay.mri_mask(DEFAULT_MRI_MASK))
+    settings = json.loads(lay.tuning("mri", "dart").read_text())["settings"]
     print("| MRI DART | steps | s/volume | peak CUDA MB | SSIM |\n|---|---|---|---|---|")
     for G in (1, 2) if "mri" in parts else ():
-        models = load_partition_models([str(res / f"prior/mri/G{G}/g{g}/model.pt") for g in range(G)])
+        models = load_partition_models(lay.prior_models("mri", G))
         for steps in dict.fromkeys([settings["steps"], *dart_steps]):
             rows = []
             for i in range(n_vol):
                 vol = test[i].astype(np.float32)
                 problem = build_problem("mri", cfg, volume=vol, mask=mask, seed=cfg["seed"] + i,
-                                        solver_tuning=str(res / f"recon/mri/tuning/gaussian_R4/{cfg['solver']}.json"))
+                                        solver_tuning=lay.tuning("mri", cfg["solver"]))
                 rows.append(run_dart(models, problem, vol, modality="mri", settings={**settings, "steps": steps},
                                      seed=cfg["seed"] + i, progress=False)[1])
             print(f"| G={G} | {steps} | {np.mean([r['wall_s'] for r in rows]):.2f} | "
                   f"{max(r['peak_mem_mb'] for r in rows):.0f} | {np.mean([r['ssim'] for r in rows]):.4f} |", flush=True)
 
-    smodels = load_partition_models([str(res / f"prior/stem/G2/g{g}/model.pt") for g in range(2)])
-    ssettings = json.loads((tuning_file(res, "stem", "dart")).read_text())["settings"]
-    transform = load_transform(res / "prior/stem/scale.json")
-    n_iter = json.loads((tuning_file(res, "stem", "drift")).read_text())["n_iter"]
-    for path in sorted((res / "data/stem/test").glob("*.npz"))[:n_vol] if "stem" in parts else ():
+    smodels = load_partition_models(lay.prior_models("stem", 2))
+    ssettings = json.loads(lay.tuning("stem", "dart").read_text())["settings"]
+    transform = load_transform(lay.stem_scale())
+    n_iter = json.loads(lay.tuning("stem", "drift").read_text())["n_iter"]
+    for path in lay.stem_samples("test")[:n_vol] if "stem" in parts else ():
         sample = load_sample(path)
         truth, sigma = np.asarray(sample["potential"], np.float32), float(sample["sigma"])
         sp = build_problem("stem", stem_cfg, sample=sample, transform=transform,
-                           solver_tuning=str(res / f"recon/stem/tuning/{stem_cfg['solver']}.json"))
+                           solver_tuning=lay.tuning("stem", stem_cfg["solver"]))
         _, row, _ = run_dart(smodels, sp, truth, modality="stem", settings=ssettings, seed=0, sigma=sigma,
                              progress=False)
         t0 = time.perf_counter()
@@ -202,7 +202,7 @@ def speed(res: Path, cfg: dict, stem_cfg: dict, full_cfg: dict, n_vol: int, trai
               f"twin {drows[1]['wall_s']:.1f} s", flush=True)
 
     tr = full_cfg["prior"]["train"]
-    train = np.load(res / "data/mri/brats/train.npy")[:, :8]
+    train = np.load(lay.mri_split("train"))[:, :8]
     for label, model_cfg, data in (("config model, MRI G=2 slab 8x64x64", full_cfg["prior"]["model"], train),
                                    ("paper size, slab 8x128x128", PAPER,
                                     np.repeat(np.repeat(train, 2, axis=-1), 2, axis=-2))) if "train" in parts else ():
@@ -273,7 +273,7 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", choices=["agreement", "mri", "stem", "train", "periodic", "solvers"],
                     default=["agreement", "mri", "stem", "train", "periodic", "solvers"])
     ap.add_argument("--stem-models", nargs="+", default=None,
-                    help="the periodic part's 4D-STEM partition models (default: the run's prior/stem/G2)")
+                    help="the periodic part's 4D-STEM partition models (default: the run's G = 2 models)")
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                     help="cpu only smoke-tests the script (CPU against CPU) where there is no GPU")
     args = ap.parse_args()
@@ -287,16 +287,15 @@ def main() -> None:
     stem_cfg = stem_problem_config(full)
     name = torch.cuda.get_device_name() if DEV == "cuda" else "CPU smoke test"
     print(f"torch {torch.__version__}, {name}, {torch.cuda.device_count()} GPU(s)")
-    res = Path(args.results)
+    lay = Layout(args.results)
     if "solvers" in args.parts:
         solvers()
     if "agreement" in args.parts:
-        agreement(res, mri_problem_config(full), stem_cfg)
+        agreement(lay, mri_problem_config(full), stem_cfg)
     if "periodic" in args.parts:
-        periodic(res, stem_cfg, full, args.stem_models or [str(res / f"prior/stem/G2/g{g}/model.pt") for g in range(2)],
-                 args.train_steps)
+        periodic(lay, stem_cfg, full, args.stem_models or lay.prior_models("stem", 2), args.train_steps)
     if set(args.parts) & {"mri", "stem", "train"}:
-        speed(res, mri_problem_config(full), stem_cfg, full, args.volumes, args.train_steps, args.dart_steps,
+        speed(lay, mri_problem_config(full), stem_cfg, full, args.volumes, args.train_steps, args.dart_steps,
               args.parts)
 
 

@@ -36,7 +36,7 @@ def frechet_sqrtm(real: np.ndarray, gen: np.ndarray) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--dim", type=int, default=400)
     ap.add_argument("--boot", type=int, default=200)

@@ -20,26 +20,26 @@ import yaml
 
 from physdiff.config import validate_config
 from physdiff.recon.sweep import model_memory_per_device
+from physdiff.results import Layout
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="config/config.yaml")
-    ap.add_argument("--results", default="results")
+    ap.add_argument("--results", default="results", help="the run's results folder, with its trained priors")
     ap.add_argument("--modality", choices=["mri", "stem"], default="mri")
     ap.add_argument("--device", default=None, help="default: cuda where available, else cpu")
     args = ap.parse_args()
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
-    res = Path(args.results)
+    lay = Layout(args.results)
     slices = cfg["mri"]["n_slices"] if args.modality == "mri" else cfg["stem"]["simulation"]["n_slices"]
-    paths = {G: [str(res / f"prior/{args.modality}/G{G}/g{g}/model.pt") for g in range(G)]
-             for G in cfg["prior"]["partitions"][args.modality]}
-    missing = {G: [p for p in ps if not Path(p).exists()] for G, ps in paths.items()}
+    paths = {G: lay.prior_models(args.modality, G) for G in cfg["prior"]["partitions"][args.modality]}
+    missing = {G: [str(p) for p in ps if not p.exists()] for G, ps in paths.items()}
     paths = {G: ps for G, ps in paths.items() if not missing[G]}
     for G in sorted(set(missing) - set(paths)):
         print(f"G = {G}: skipped, missing {missing[G]}")
     if not paths:
-        raise SystemExit(f"no trained {args.modality} models under {res}/prior/{args.modality}: run the pipeline first")
+        raise SystemExit(f"no trained {args.modality} models under {args.results}: run the pipeline first")
     mb = model_memory_per_device(paths, slices=slices, train_batch=cfg["prior"]["train"]["batch_size"],
                                  sample_batch=cfg["prior"]["generate"]["batch_size"], device=args.device)
     print(f"{args.modality}, {slices} slices; MB per device (parameters + peak growth), ratio to G = 1")

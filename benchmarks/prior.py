@@ -13,7 +13,7 @@ Prints tables of
 
   * --compare REV: CPU seconds per training step of the U-Net at git revision REV against this
     tree's and its cheaper variants, timed interleaved in one run;
-  * --lr-study LR...: short MRI G=2 runs scored by the validation loss (benchmarks/prior_study.md).
+  * --lr-study LR...: short MRI G=2 runs scored by the validation loss (benchmarks/studies/prior_study.md).
 
 Example: python benchmarks/prior.py --threads 2 --size default
          python benchmarks/prior.py --threads 1 --compare 680e379 --repeats 5 [--compare-also 03ecce2]
@@ -192,14 +192,15 @@ def compare(rev: str, *, batch: int, slab: int, repeats: int, also: tuple[str, .
         print(f"| {name} | {n / 1e6:.3f} M | {min(times):.3f} | {1 / min(times):.2f} | {base / min(times):.2f}x |", flush=True)
 
 
-def lr_study_run(lr: float, warmup: int, steps: int, *, partition: int = 0, save: str | None = None,
-                 seed: int = 0, bf16: bool = False, temporal=(32, 16)) -> None:
+def lr_study_run(lr: float, warmup: int, steps: int, *, results: str = "results", partition: int = 0,
+                 save: str | None = None, seed: int = 0, bf16: bool = False, temporal=(32, 16)) -> None:
     """Train MRI G=2 partition g for `steps` steps and print one row: lr, warm-up, validation loss, time."""
     from physdiff.models.train import save_model, train_prior
+    from physdiff.results import Layout
 
-    root = Path(__file__).resolve().parents[1] / "results/data/mri/brats"
+    lay = Layout(results)
     lo, hi = 8 * partition, 8 * partition + 8
-    train, val = np.load(root / "train.npy")[:, lo:hi], np.load(root / "val.npy")[:, lo:hi]
+    train, val = np.load(lay.mri_split("train"))[:, lo:hi], np.load(lay.mri_split("val"))[:, lo:hi]
     cfg = {**BASE, "temporal_attn_resolutions": tuple(temporal), "image_size": train.shape[-1]}
     w0, c0 = time.perf_counter(), time.process_time()
     res = train_prior(train, model_cfg=cfg, steps=steps, batch_size=4, grad_accum=1, lr=lr, warmup_steps=warmup,
@@ -215,7 +216,7 @@ def lr_study_run(lr: float, warmup: int, steps: int, *, partition: int = 0, save
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=["default", "paper", "both"], default="default")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--slices", type=int, default=16, help="S of the full volume; slabs are S/2")
@@ -234,7 +235,8 @@ def main() -> None:
     ap.add_argument("--compare-also", metavar="REV", nargs="+", default=(),
                     help="with --compare: also time unet.py at these revisions in the default setting")
     ap.add_argument("--lr-study", type=float, nargs="+", default=None, metavar="LR",
-                    help="only run the learning-rate study (MRI G=2 g=0, results/data/mri/brats) for these rates")
+                    help="only run the learning-rate study (MRI G=2 g=0 on the run's MRI volumes) for these rates")
+    ap.add_argument("--results", default="results", help="with --lr-study: the run whose MRI volumes it trains on")
     ap.add_argument("--study-warmup", type=int, default=100)
     ap.add_argument("--study-steps", type=int, default=300)
     ap.add_argument("--study-bf16", action="store_true", help="bf16 autocast in the study runs")
@@ -250,7 +252,7 @@ def main() -> None:
         print("| lr | warm-up | steps | precision, model | train/val volumes | val eps L1 (EMA) at each check | at t=50/200/500/800 "
               "| train loss, last 50 | wall s | CPU s |\n|---|---|---|---|---|---|---|---|---|---|")
         for lr in args.lr_study:
-            lr_study_run(lr, args.study_warmup, args.study_steps, partition=args.study_partition,
+            lr_study_run(lr, args.study_warmup, args.study_steps, results=args.results, partition=args.study_partition,
                          save=args.study_save, bf16=args.study_bf16, temporal=args.study_temporal)
         return
     slab = args.slices // 2

@@ -12,13 +12,13 @@ partitions train side by side in separate processes; on the CPU one after anothe
 `--jobs N` runs N side by side.
 `--budget-s` stops starting new step counts after that many seconds.
 
-`score` runs DART with the tuned settings (results/recon/<modality>/tuning/dart.json) on the
-first --n-val validation volumes or samples with each snapshot, and with the pipeline's own
-models (results/prior/...), and prints the validation SSIM per step count: the measurement of
-how far the prior's training length limits DART. `--drift` also draws each set's DRIFT pool
+`score` runs DART with the settings tune_dart chose (MRI: for the mask gaussian_R4) on the
+first --n-val validation volumes or samples with each snapshot, and with the run's own
+partition models, and prints the validation SSIM per step count: the measurement of how far
+the prior's training length limits DART. `--drift` also draws each set's DRIFT pool
 (recon.drift.n_candidates volumes, the config's sampler and seams, the drift_candidates rule's
-seed) and prints DRIFT's and its twin's validation SSIM with the K that tune_drift chose
-(results/recon/<modality>/tuning/drift.json).
+seed) and prints DRIFT's and its twin's validation SSIM with the K and M that tune_drift chose.
+Both read a finished run's results folder (--results).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
-from physdiff.recon.run_prior import tuning_file
 from physdiff.config import validate_config
+from physdiff.results import Layout
 
 
 def train_one(modality: str, G: int, g: int, steps: list[int], data: str, val: str, cfg: dict, out: str,
@@ -68,9 +68,9 @@ def train_one(modality: str, G: int, g: int, steps: list[int], data: str, val: s
 
 
 def train(args, cfg: dict) -> None:
-    res = Path(args.results)
-    data = {"mri": (res / "data/mri/brats/train.npy", res / "data/mri/brats/val.npy"),
-            "stem": (res / "prior/stem/train.npy", res / "prior/stem/val.npy")}
+    lay = Layout(args.results)
+    data = {"mri": (lay.mri_split("train"), lay.mri_split("val")),
+            "stem": (lay.stem_prior_data("train"), lay.stem_prior_data("val"))}
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     jobs = []
@@ -96,16 +96,16 @@ def score(args, cfg: dict) -> None:
     from physdiff.metrics.seams import partition_boundaries, seam_ratio
     from physdiff.recon.run_prior import load_partition_models, run_dart, validation_problems
 
-    res = Path(args.results)
+    lay = Layout(args.results)
     rc = cfg["recon"]
     for modality in args.modality:
         G = rc["partitions"][modality]
-        settings = {**json.loads((tuning_file(res, modality, "dart")).read_text())["settings"],
+        settings = {**json.loads(lay.tuning(modality, "dart").read_text())["settings"],
                     **json.loads(args.dart_override)}
-        problems = validation_problems(res, cfg, modality, args.n_val, solver_tuning=False)  # tune_dart's
+        problems = validation_problems(args.results, cfg, modality, args.n_val, solver_tuning=False)  # tune_dart's
         truths = np.stack([truth for _, truth, _ in problems])
         S = truths.shape[1]
-        sets = {} if args.no_pipeline else {"pipeline": [res / f"prior/{modality}/G{G}/g{g}/model.pt" for g in range(G)]}
+        sets = {} if args.no_pipeline else {"pipeline": lay.prior_models(modality, G)}
         for folder in sorted((Path(args.models) / modality).glob("steps*"), key=lambda p: int(p.name[5:])):
             sets[folder.name] = [folder / f"g{g}/model.pt" for g in range(G)]
         print(f"{modality}: {len(problems)} validation volumes, G = {G}, DART settings {settings}", flush=True)
@@ -128,7 +128,7 @@ def score(args, cfg: dict) -> None:
                   + (f", seam ratio {seam:.2f}" if modality == "mri" else "")
                   + f" ({(time.perf_counter() - start) / len(problems):.1f} s per volume)", flush=True)
             if args.drift:
-                print("  " + drift_line(cfg, res, modality, models, args.n_val, truths.shape[1:]), flush=True)
+                print("  " + drift_line(cfg, args.results, modality, models, args.n_val, truths.shape[1:]), flush=True)
 
 
 def drift_pool(cfg: dict, modality: str, models, shape, **sampling) -> np.ndarray:
@@ -160,19 +160,19 @@ def drift_ssims(pool: np.ndarray, problems, modality: str, n_iter: int, *, refin
     return refined, twins
 
 
-def drift_line(cfg: dict, res: Path, modality: str, models, n_val: int, shape) -> str:
+def drift_line(cfg: dict, results: str, modality: str, models, n_val: int, shape) -> str:
     """DRIFT and its twin on the first n_val validation problems, from a pool these models draw."""
     from physdiff.recon.run_prior import load_drift_tuning, validation_problems
 
-    K, M = load_drift_tuning(tuning_file(res, modality, "drift"))
-    problems = validation_problems(res, cfg, modality, n_val, solver_tuning=True)  # tune_drift's
+    K, M = load_drift_tuning(Layout(results).tuning(modality, "drift"))
+    problems = validation_problems(results, cfg, modality, n_val, solver_tuning=True)  # tune_drift's
     drift, twin = drift_ssims(drift_pool(cfg, modality, models, shape), problems, modality, K, refine_top=M)
     return (f"DRIFT (pool of {cfg['recon']['drift']['n_candidates'][modality]}, K = {K}, M = {M}): validation SSIM "
             f"{np.mean(drift):.4f} ± {np.std(drift):.4f}, twin {np.mean(twin):.4f} ± {np.std(twin):.4f}")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=["train", "score"])
     ap.add_argument("--modality", nargs="+", choices=["mri", "stem"], default=["mri"])
     ap.add_argument("--results", default="results", help="the pipeline's results folder")
@@ -185,7 +185,7 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=float("inf"))
     ap.add_argument("--device", choices=["cuda", "cpu"], default=None)
     ap.add_argument("--n-val", type=int, default=6)
-    ap.add_argument("--no-pipeline", action="store_true", help="score: only the snapshots, not results/prior's models")
+    ap.add_argument("--no-pipeline", action="store_true", help="score: only the snapshots, not the run's own models")
     ap.add_argument("--dart-override", default="{}",
                     help='score: JSON merged into the tuned DART settings, e.g. \'{"correction": "x0", "eta": 1.0}\'')
     ap.add_argument("--drift", action="store_true", help="score: DRIFT from a pool each set draws, besides DART")

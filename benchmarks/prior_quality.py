@@ -11,15 +11,17 @@ Prints one row per set of volumes (the real test volumes first):
   * Bragg share (physdiff.metrics.lattice): the power of each volume's projection in its
     strongest 1 % of Fourier bins, averaged; about 1 for atomic columns on a lattice (4D-STEM).
 
-Volumes come from .npy files (N, S, H, W) in [0, 1] (--generated), or are sampled here from
-partition model files (--models, once per --seam mode and --mean-snr value). With --i3d (the
+The real volumes default to the run's (--results) MRI test split, or for --modality stem the
+4D-STEM potentials the prior is validated on; --real names another .npy. Volumes come from .npy
+files (N, S, H, W) in [0, 1] (--generated), or are sampled here from partition model files
+(--models, or --G for the run's own G partition models; once per --seam mode and --mean-snr
+value). With --i3d (the
 Kinetics-400 checkpoint that rule fetch_i3d writes) a second table gives Table 3's FVD-i3D and
 JEDi (I3D features) of every set against the real one, with table3's bootstrap intervals.
 
-Example: python benchmarks/prior_quality.py --real results/data/mri/brats/test.npy \\
-             --models results/prior/mri/G2/g0/model.pt results/prior/mri/G2/g1/model.pt --seam none overlap
-         python benchmarks/prior_quality.py --real results/prior/stem/val.npy \\
-             --models results/prior/stem/G2/g0/model.pt results/prior/stem/G2/g1/model.pt --seam plateau --mean-snr 0.02
+Example: python benchmarks/prior_quality.py --G 2 --seam none overlap
+         python benchmarks/prior_quality.py --modality stem --G 2 --seam plateau --mean-snr 0.02
+         python benchmarks/prior_quality.py --real vols.npy --models g0.pt g1.pt --generated other.npy
 """
 
 from __future__ import annotations
@@ -66,9 +68,13 @@ def spread(volumes: np.ndarray) -> float:
 def main() -> None:
     from physdiff.models.sampling import sample_volumes
     from physdiff.models.train import load_model
+    from physdiff.results import Layout
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--real", required=True, help="real volumes .npy (N, S, H, W) in [0, 1], e.g. the test split")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", default="results", help="the run that gives the default real volumes and --G's models")
+    ap.add_argument("--modality", choices=["mri", "stem"], default="mri")
+    ap.add_argument("--real", default=None, help="real volumes .npy (N, S, H, W) in [0, 1] (default: see above)")
+    ap.add_argument("--G", type=int, default=None, help="sample from the run's G partition models")
     ap.add_argument("--generated", nargs="*", default=[], help="generated volumes .npy files")
     ap.add_argument("--models", nargs="*", default=[], help="partition model files g = 0..G-1, to sample from")
     ap.add_argument("--seam", nargs="+", default=["none", "overlap"], help="seam modes to sample with")
@@ -83,6 +89,9 @@ def main() -> None:
     ap.add_argument("--i3d", default=None, help="i3d-kinetics-400.ckpt: also print FVD-i3D and JEDi against --real")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    lay = Layout(args.results)
+    args.real = args.real or (lay.mri_split("test") if args.modality == "mri" else lay.stem_prior_data("val"))
+    args.models = args.models or (lay.prior_models(args.modality, args.G) if args.G else [])
     real = np.load(args.real).astype(np.float32)
     G = args.partitions or len(args.models) or 2
     print(f"G = {G}, boundaries {partition_boundaries(real.shape[1], G)} of S = {real.shape[1]}")

@@ -1,7 +1,8 @@
 """DART against the tuned classical baselines on real MRI volumes that ship inside installed packages.
 
     python benchmarks/real_mri.py [--results results] [--mask gaussian_R4] [--volumes PATH ...] [--models g0.pt g1.pt]
-    python benchmarks/real_mri.py --array results/data/mri/roots/ood.npy [--n 6]
+    python benchmarks/real_mri.py --roots [--n 6]          # the run's prepared OOD roots
+    python benchmarks/real_mri.py --val 4                  # its first 4 validation volumes
 
 The prior never sees these scans: they are preprocessed exactly as the pipeline's volumes
 (`physdiff.data.mri_prep.preprocess_volume`: the central slab of mri.n_slices axial slices,
@@ -22,9 +23,9 @@ score is SSIM, with the volume's PSNR in dB after it. `--holdout F` adds a check
 truth: every method reconstructs again from the measured lines less a seeded fraction F of those
 outside the centre band (`physdiff.data.masks.holdout_lines`) and is scored by its normalised
 error on the held-out lines, ||M_h (F x - y)||^2 / ||M_h y||^2 ("held-out NMSE"). `--array` takes
-volumes the pipeline has already prepared, (N, S, H, W) in [0, 1] (the OOD roots: the same
-measurement, seeds and methods as the reconstruct rules, with the default `--mask`), and `--n` the first N
-of them; `--val N` the pipeline's first N validation volumes, measured with the seeds tune_dart
+volumes the pipeline has already prepared, (N, S, H, W) in [0, 1], `--roots` the run's OOD roots
+(the same measurement, seeds and methods as the reconstruct rules, with the default `--mask`),
+and `--n` the first N of them; `--val N` the pipeline's first N validation volumes, measured with the seeds tune_dart
 uses (seed + 100000 + i). The last line gives each method's mean SSIM.
 """
 
@@ -49,6 +50,7 @@ from physdiff.recon.run import mri_params
 from physdiff.recon.adapt import AdaptSettings
 from physdiff.recon.run_prior import load_partition_models, run_dart
 from physdiff.recon.select import choose, heldout_error, heldout_errors
+from physdiff.results import Layout
 from physdiff.workflow import set_threads
 
 
@@ -77,8 +79,8 @@ def prepared_volumes(path: str, n: int | None, cfg: dict) -> dict[str, np.ndarra
     return {f"{Path(path).name}[{i}]": v.astype(np.float32) for i, v in enumerate(volumes[:n])}
 
 
-def synthetic_validation(res: Path, cfg: dict, contrast: str) -> dict[str, np.ndarray]:
-    """The synthetic validation subjects (the split of res/data/mri/brats/subjects.json) drawn in
+def synthetic_validation(lay: Layout, cfg: dict, contrast: str) -> dict[str, np.ndarray]:
+    """The synthetic validation subjects (the run's split of subjects) drawn in
     `contrast` ("t1", "t2"; the generator's other contrasts) and preprocessed as the pipeline does."""
     from physdiff.data.flair import subject_seeds, synth_flair_subject
 
@@ -86,41 +88,42 @@ def synthetic_validation(res: Path, cfg: dict, contrast: str) -> dict[str, np.nd
     if mri["source"] != "synthetic":
         raise SystemExit("--synthetic needs mri.source: synthetic")
     seeds = subject_seeds(cfg["seed"], mri["n_subjects"])
-    ids = json.loads((res / "data/mri/brats/subjects.json").read_text())["val"]
+    ids = json.loads(lay.mri_subjects().read_text())["val"]
     return {f"{i} {contrast}": preprocess_volume(
         synth_flair_subject(seeds[int(i.rsplit("_", 1)[1]) - 1], shape=tuple(mri["volume_shape"]),
                             contrasts=("flair", contrast)).others[contrast],
         n_slices=mri["n_slices"], size=mri["size"], margin=mri["crop_margin"]) for i in ids}
 
 
-def partition_models(res: Path, cfg: dict, paths: list[str] | None = None, contrast: str | None = None) -> tuple[int, list]:
+def partition_models(lay: Layout, cfg: dict, paths: list[str] | None = None, contrast: str | None = None) -> tuple[int, list]:
     """(G, models): the given partition model files, or the pipeline's G = recon.partitions.mri ones,
     drawing `contrast` where they are contrast-conditional."""
     G = len(paths) if paths else cfg["recon"]["partitions"]["mri"]
-    paths = paths or [str(res / f"prior/mri/G{G}/g{g}/model.pt") for g in range(G)]
+    paths = paths or lay.prior_models("mri", G)
     return G, load_partition_models(paths, slices=cfg["mri"]["n_slices"], size=cfg["mri"]["size"], contrast=contrast)
 
 
-def baseline(method: str, y: np.ndarray, mask: np.ndarray, *, res: Path, mask_name: str, cfg: dict) -> np.ndarray:
+def baseline(method: str, y: np.ndarray, mask: np.ndarray, *, lay: Layout, mask_name: str, cfg: dict) -> np.ndarray:
     """A classical baseline's reconstruction at the weight tune_mri_baseline chose for the mask `mask_name`."""
     rc = cfg["recon"]["mri"]
-    tuned = None if method == "zero_filled" else json.loads((res / f"recon/mri/tuning/{mask_name}/{method}.json").read_text())
+    tuned = None if method == "zero_filled" else json.loads(lay.tuning("mri", method, mask_name).read_text())
     params = mri_params(method, max_iter=rc["max_iter"].get(method), tuned=tuned, wavelet=rc["cs_wavelet"],
                         levels=rc["cs_levels"])
     return MRI_BASELINES[method](y, mask, **params)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default="results")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default="results", help="a finished default run's results folder")
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--mask", default="gaussian_R4")
     parser.add_argument("--volumes", nargs="*", default=[], help="NIfTI files to use instead of the packaged ones")
     parser.add_argument("--array", default=None,
-                        help="an (N, S, H, W) .npy of prepared volumes (e.g. results/data/mri/roots/ood.npy) instead")
+                        help="an (N, S, H, W) .npy of prepared volumes instead")
+    parser.add_argument("--roots", action="store_true", help="instead: the run's prepared OOD roots (as --array)")
     parser.add_argument("--n", type=int, default=None, help="with --array: only the first N volumes")
     parser.add_argument("--val", type=int, default=None, metavar="N",
-                        help="instead: the first N validation volumes (results/data/mri/brats/val.npy), measured as tune_dart does")
+                        help="instead: the run's first N validation volumes, measured as tune_dart does")
     parser.add_argument("--synthetic", choices=["t1", "t2"], default=None,
                         help="instead: the synthetic validation subjects drawn in this contrast (the generator's)")
     parser.add_argument("--threads", type=int, default=None,
@@ -141,26 +144,28 @@ def main() -> None:
                         help="with --adapt: also the self-validated choice among DART, adapted DART and CS, by each "
                              "held-out weighting (physdiff.recon.select), with the split of the first --adapt")
     parser.add_argument("--models", nargs="*", default=None,
-                        help="partition model files g = 0..G-1 (default: the pipeline's results/prior/mri/G<G>/g<g>/model.pt)")
+                        help="partition model files g = 0..G-1 (default: the run's G = recon.partitions.mri models)")
     args = parser.parse_args()
     if args.threads:
         set_threads(args.threads)
-    res = Path(args.results)
+    lay = Layout(args.results)
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
+    if args.roots:
+        args.array = str(lay.roots())
     rc, mri = cfg["recon"], cfg["mri"]
     prepared = args.array or args.synthetic or args.val  # volumes already preprocessed, measured with seed + i
     offset = 100_000 if args.val else 0  # validation volumes: the seeds load_val_problems measures them with
     if args.val:
-        volumes = prepared_volumes(str(res / "data/mri/brats/val.npy"), args.val, cfg)
+        volumes = prepared_volumes(str(lay.mri_split("val")), args.val, cfg)
     elif args.synthetic:
-        volumes = synthetic_validation(res, cfg, args.synthetic)
+        volumes = synthetic_validation(lay, cfg, args.synthetic)
     else:
         volumes = prepared_volumes(args.array, args.n, cfg) if args.array else (
             {Path(p).name: load_volume(p) for p in args.volumes} if args.volumes else packaged_volumes())
-    mask = np.load(res / f"data/mri/masks/{args.mask}.npy")
-    sets = {c: partition_models(res, cfg, args.models, c) for c in args.contrast}
+    mask = np.load(lay.mri_mask(args.mask))
+    sets = {c: partition_models(lay, cfg, args.models, c) for c in args.contrast}
     G = next(iter(sets.values()))[0]
-    settings = {**json.loads((res / f"recon/mri/tuning/{args.mask}/dart.json").read_text())["settings"],
+    settings = {**json.loads(lay.tuning("mri", "dart", args.mask).read_text())["settings"],
                 **json.loads(args.dart_override)}
     problem_cfg = mri_problem_config(cfg)
     adapts = [json.loads(a) for a in args.adapt]
@@ -184,7 +189,7 @@ def main() -> None:
         y = simulate_kspace(truth, mask, noise_std=rc["mri"]["noise_std"], seed=seed)
 
         def reconstruct(y_: np.ndarray, mask_: np.ndarray) -> dict[str, np.ndarray]:
-            out = {m: baseline(m, y_, mask_, res=res, mask_name=args.mask, cfg=cfg)
+            out = {m: baseline(m, y_, mask_, lay=lay, mask_name=args.mask, cfg=cfg)
                    for m in ("zero_filled", "cs_l1_wavelet", "tv")}
             problem = MRIProblem(y_, mask_, lam=problem_cfg["lam"])
             for contrast, (_, models) in sets.items():
@@ -207,7 +212,7 @@ def main() -> None:
             full = MRIProblem(y, mask, lam=problem_cfg["lam"])
             sub, held = full.split_lines(selfval_fraction, seed=seed)
             from_kept = {k: v["volume"] for k, v in kept_out.items() if v}
-            from_kept["cs_l1_wavelet"] = baseline("cs_l1_wavelet", sub.y, sub.mask, res=res, mask_name=args.mask, cfg=cfg)
+            from_kept["cs_l1_wavelet"] = baseline("cs_l1_wavelet", sub.y, sub.mask, lay=lay, mask_name=args.mask, cfg=cfg)
             for w, errors in heldout_errors(from_kept, y, held, mask).items():
                 pick = choose(errors)
                 choices.setdefault(w, []).append(pick)

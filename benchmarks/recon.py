@@ -10,7 +10,7 @@ the peak RSS of that process, imports and models included (the CUDA allocator's 
 Prints a table per method (seconds per volume, peak MB, SSIM), the ratio of DART's time to
 CS's (4D-STEM: to sparse decomposition's), and DART's SSIM against the number of reverse steps.
 Measurements use the first test volumes or samples (the reconstruct rules' order) and the
-settings the pipeline chose on the validation split (results/recon/{mri,stem}/tuning/). MRI
+settings the pipeline chose on the validation split (its tuning files; MRI: for --mask). MRI
 SSIM is the mean per-slice SSIM, 4D-STEM's that of the phase projection; DRIFT's time (and,
 for MRI, its row) includes its physics-only twin, which 4D-STEM also lists on its own.
 """
@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from physdiff.results import Layout
 
 
 def _measure(task: dict) -> dict:
@@ -105,43 +107,40 @@ def _report(name: str, runs: list[dict]) -> float:
     return float(wall.mean())
 
 
-def _mri_tasks(args, cfg: dict, res: Path) -> tuple[dict, dict, dict, str]:
+def _mri_tasks(args, cfg: dict, lay: Layout) -> tuple[dict, dict, dict, str]:
     """(common task fields, {method: extra fields}, DART settings, the classical reference) for MRI."""
     from physdiff.config import mri_problem_config
-    from physdiff.recon.run_prior import load_drift_tuning, tuning_file
+    from physdiff.recon.run_prior import load_drift_tuning
 
     rc = cfg["recon"]
-    tuning = {m: str(res / f"recon/mri/tuning/{args.mask}/{m}.json") for m in ("cs_l1_wavelet", "tv", "projection")}
-    settings = json.loads((tuning_file(res, "mri", "dart", args.mask)).read_text())["settings"]
-    drift_iter, drift_refine_top = load_drift_tuning(tuning_file(res, "mri", "drift", args.mask))
-    base = {"modality": "mri", "data": str(res / "data/mri/brats/test.npy"),
-            "mask": str(res / f"data/mri/masks/{args.mask}.npy"),
+    tuning = {m: str(lay.tuning("mri", m, args.mask)) for m in ("cs_l1_wavelet", "tv", "projection")}
+    settings = json.loads(lay.tuning("mri", "dart", args.mask).read_text())["settings"]
+    drift_iter, drift_refine_top = load_drift_tuning(lay.tuning("mri", "drift", args.mask))
+    base = {"modality": "mri", "data": str(lay.mri_split("test")), "mask": str(lay.mri_mask(args.mask)),
             "cfg": mri_problem_config(cfg), "tuning": tuning, "max_iter": rc["mri"]["max_iter"],
-            "models": [str(res / f"prior/mri/G{args.G}/g{g}/model.pt") for g in range(args.G)],
-            "candidates": str(res / "recon/mri/drift/candidates.npy"),
+            "models": [str(p) for p in lay.prior_models("mri", args.G)], "candidates": str(lay.candidates("mri")),
             "n_iter": drift_iter, "refine_top": drift_refine_top}
     methods = {m: {} for m in ("zero_filled", "cs_l1_wavelet", "tv", "projection")}
     return base, methods, settings, "cs_l1_wavelet"
 
 
-def _stem_tasks(args, cfg: dict, res: Path) -> tuple[dict, dict, dict, str]:
+def _stem_tasks(args, cfg: dict, lay: Layout) -> tuple[dict, dict, dict, str]:
     """The same for 4D-STEM: the reconstruct rules' first test samples, the tuned baselines."""
     from physdiff.config import stem_problem_config
     from physdiff.data.plan import recon_order, stem_plan
-    from physdiff.recon.run_prior import load_drift_tuning, tuning_file
+    from physdiff.recon.run_prior import load_drift_tuning
 
     rc = cfg["recon"]
     names = recon_order([r for r in stem_plan(cfg) if r["split"] == "test"])
     baselines = list(rc["stem"]["methods"])
     problem_cfg = stem_problem_config(cfg)
-    tuning = {m: str(res / f"recon/stem/tuning/{m}.json") for m in {*baselines, problem_cfg["solver"]}}
-    settings = json.loads((tuning_file(res, "stem", "dart")).read_text())["settings"]
-    drift_iter, drift_refine_top = load_drift_tuning(tuning_file(res, "stem", "drift"))
-    base = {"modality": "stem", "samples": [str(res / f"data/stem/test/{n}.npz") for n in names],
-            "cfg": problem_cfg, "tuning": tuning, "baselines": baselines, "transform": str(res / "prior/stem/scale.json"),
+    tuning = {m: str(lay.tuning("stem", m)) for m in {*baselines, problem_cfg["solver"]}}
+    settings = json.loads(lay.tuning("stem", "dart").read_text())["settings"]
+    drift_iter, drift_refine_top = load_drift_tuning(lay.tuning("stem", "drift"))
+    base = {"modality": "stem", "samples": [str(lay.stem_sample("test", n)) for n in names],
+            "cfg": problem_cfg, "tuning": tuning, "baselines": baselines, "transform": str(lay.stem_scale()),
             "settings": {m: rc["stem"][m] for m in baselines},
-            "models": [str(res / f"prior/stem/G{args.G}/g{g}/model.pt") for g in range(args.G)],
-            "candidates": str(res / "recon/stem/drift/candidates.npy"),
+            "models": [str(p) for p in lay.prior_models("stem", args.G)], "candidates": str(lay.candidates("stem")),
             "n_candidates": rc["drift"]["n_candidates"]["stem"], "n_iter": drift_iter, "refine_top": drift_refine_top}
     return base, {m: {} for m in baselines}, settings, "sparse_decomposition"
 
@@ -162,10 +161,10 @@ def main() -> None:
     from physdiff.config import load_config
     from physdiff.errors import InputError
 
-    res = Path(args.results)
     cfg = load_config(Path("config/config.yaml"))
     try:
-        base, methods, settings, reference = (_mri_tasks if args.modality == "mri" else _stem_tasks)(args, cfg, res)
+        base, methods, settings, reference = (_mri_tasks if args.modality == "mri" else _stem_tasks)(
+            args, cfg, Layout(args.results))
     except FileNotFoundError as err:
         raise InputError(f"{err.filename}: missing; run the default pipeline (its tuning rules) first") from None
     base = {**base, "threads": args.threads, "seed": cfg["seed"]}

@@ -1,12 +1,12 @@
 """One layer-wise sweep of sparse decomposition: kept incoming waves against the plain masked steps.
 
-    python benchmarks/sparse_sweep.py [--sample results/data/stem/test/CoPt3_001_0.npz] [--sweeps 3]
+    python benchmarks/sparse_sweep.py [--results results] [--sample FILE.npz] [--sweeps 3]
 
 `physdiff.physics.stem_loss.layerwise_sweep` (what `sparse_decomposition` runs) against the
 same steps taken by `physics_step(mask=slice b)` for b = 0..S-1, which propagates every scan
 position through all S slices for each slice's loss, gradient and line search. Both start at
 V = 0 with the secant step and then warm steps, as the solver does; one thread, the default
-4D-STEM sample size. Prints seconds per sweep for each, the speed-up, and the largest
+4D-STEM sample size (by default the run's test sample CoPt3_001_0). Prints seconds per sweep for each, the speed-up, and the largest
 difference between their iterates relative to the largest voxel.
 """
 
@@ -21,6 +21,7 @@ import torch
 from physdiff.data.stem_sim import load_sample
 from physdiff.physics.multislice import MultisliceGeometry, MultisliceModel
 from physdiff.physics.stem_loss import layerwise_sweep, physics_step
+from physdiff.results import Layout
 
 
 def masked_sweep(model, v, intensities, etas):
@@ -34,13 +35,14 @@ def masked_sweep(model, v, intensities, etas):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sample", default="results/data/stem/test/CoPt3_001_0.npz")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", default="results", help="the run whose test sample CoPt3_001_0 is the default")
+    ap.add_argument("--sample", default=None, help="a 4D-STEM sample file (.npz) instead")
     ap.add_argument("--sweeps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    sample = load_sample(args.sample)
+    sample = load_sample(args.sample or Layout(args.results).stem_sample("test", "CoPt3_001_0"))
     geometry = MultisliceGeometry.from_sample(sample)
     model = MultisliceModel(geometry, device="cpu")
     intensities = torch.from_numpy(np.asarray(sample["intensities"], np.float32))

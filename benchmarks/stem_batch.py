@@ -1,12 +1,13 @@
 """Scan positions per batch in the 4D-STEM physics: what each batch size costs on this device.
 
-    python benchmarks/stem_batch.py --samples results/data/stem/val/*.npz [--batches 16 64 all auto] [--iters 10]
+    python benchmarks/stem_batch.py [--results results] [--batches 16 64 all auto] [--iters 10]
+    python benchmarks/stem_batch.py --samples A.npz B.npz [--batches 16 all]
 
 Every 4D-STEM solver (sparse decomposition, Torchslice, DART's physics step, DRIFT's scoring and
 refinement) sends the scan through the multislice model a batch of positions at a time.
 `MultisliceModel.scan_batch` picks the batch when none is given ("auto": 16 on the CPU; on CUDA
-the whole scan where it fits a quarter of the free memory). For each sample and each batch size
-this times, best of --repeats:
+the whole scan where it fits a quarter of the free memory). For each sample (default: the run's
+validation samples) and each batch size this times, best of --repeats:
   bright field    the forward of every position, summed over the bright-field disc (DRIFT's score);
   loss+grad       Eq. (2) of docs/method.md and its gradient at half the true potential, the core of every
                   physics step;
@@ -50,10 +51,12 @@ def main() -> None:
     from physdiff.physics.multislice import MultisliceGeometry, MultisliceModel
     from physdiff.physics.stem_loss import loss_and_grad
     from physdiff.recon.stem_baselines import sparse_decomposition, torchslice
+    from physdiff.results import Layout
     from physdiff.workflow import set_threads
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--samples", nargs="+", required=True, help="4D-STEM sample files (.npz) the pipeline wrote")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", default="results", help="the run whose validation samples are the default")
+    ap.add_argument("--samples", nargs="+", default=None, help="4D-STEM sample files (.npz) instead")
     ap.add_argument("--batches", nargs="+", default=["16", "64", "all", "auto"],
                     help="positions per batch: integers, 'all' (the whole scan) or 'auto' (scan_batch's choice)")
     ap.add_argument("--iters", type=int, default=10, help="solver iterations timed (K; 0 skips the solvers)")
@@ -69,7 +72,10 @@ def main() -> None:
     print(f"on {name}, torch {torch.__version__}; K = {args.iters}, best of {args.repeats}", flush=True)
 
     totals: dict[str, dict[str, float]] = {}
-    for path in args.samples:
+    samples = args.samples or Layout(args.results).stem_samples("val")
+    if not samples:
+        raise SystemExit(f"no 4D-STEM validation samples under {args.results}: run the pipeline first or pass --samples")
+    for path in samples:
         sample = load_sample(path)
         geometry = MultisliceGeometry.from_sample(sample)
         model = MultisliceModel(geometry, device=device)
@@ -106,9 +112,9 @@ def main() -> None:
             acc = totals.setdefault(label, {"bf": 0.0, "lg": 0.0, "sp": 0.0, "ts": 0.0})
             for key, t in zip(("bf", "lg", "sp", "ts"), (t_bf, t_lg, t_sp, t_ts)):
                 acc[key] += t
-    if len(args.samples) > 1:
+    if len(samples) > 1:
         first = args.batches[0]
-        print(f"\nsummed over {len(args.samples)} samples (speed-up against batch {first}):")
+        print(f"\nsummed over {len(samples)} samples (speed-up against batch {first}):")
         for label, acc in totals.items():
             print(f"  batch {label:>5}: bright field {acc['bf']:.3f} s, loss+grad {acc['lg']:.3f} s, "
                   f"sparse K {acc['sp']:.2f} s (x{totals[first]['sp'] / acc['sp']:.1f}), "

@@ -14,7 +14,7 @@ the same anatomy, warp, lesions and bias field, with that contrast's tissue inte
 dark, white matter brightest, lesions dark; T2: CSF brightest, lesions bright) and noise. Each
 contrast draws from a generator of its own, so every volume of a seed is the same whichever
 contrasts are asked for. The prior can train on them (`mri.train_contrasts`) to learn brain
-anatomy in more than one contrast (`benchmarks/prior_study.md`, "Contrasts for real scans").
+anatomy in more than one contrast (`benchmarks/studies/prior_study.md`, "Contrasts for real scans").
 
 The field of view is the BraTS one, 240 x 240 x 155 mm, with the brain at its centre and
 axial slices along the last axis. `shape` sets the voxel grid over that field of view

@@ -11,7 +11,7 @@ and keeps the one whose result fits the measurement best (lowest `problem.loss`,
 in data units). It still sees only the measurement; M = 1 is the paper's pick by score. The
 score alone is a weak guide where the measurement's own image shows little of the volume (a
 4D-STEM bright field against an 8-slice potential), and the data loss after K iterations is a
-sharper one (benchmarks/prior_study.md, "DRIFT's pool size").
+sharper one (benchmarks/studies/prior_study.md, "DRIFT's pool size").
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
 """4D-STEM DRIFT's refined pick on held-out samples: tuned on validation as the pipeline tunes it,
 then scored on the test and OOD samples beside the paper's pick, the twin and the sparse baseline.
 
-    python benchmarks/drift_refine.py --results results --splits test ood
-    python benchmarks/drift_refine.py --results R --models g0.pt g1.pt --tuning R/recon/stem/tuning/drift.json
+    python benchmarks/studies/drift_refine.py --results results --splits test ood
+    python benchmarks/studies/drift_refine.py --results R --models g0.pt g1.pt --tuning drift.json
 
 What the tune_drift and reconstruct_drift_stem rules do, outside Snakemake and with more rows:
-1. The pool: `results/recon/stem/drift/candidates.npy` where it exists, else drawn as the
+1. The pool: the run's DRIFT candidates where they exist, else drawn as the
    drift_candidates rule draws it (its seed, `recon.drift.n_candidates.stem` volumes, the config's
    sampler and seams) from `--models` (default: the run's G partition models) and saved there.
 2. K and M: `physdiff.recon.run_prior.tune_drift` on the first `recon.n_val.stem` validation
    samples, with up to `recon.drift.refine_top.stem` refined, unless `--tuning` names a
    tune_drift file to reuse; the solver gets its baseline's tuned weight
-   (`results/recon/stem/tuning/<solver>.json`, required).
+   (the tune_stem_baseline rule's file for it, required).
 3. On the first `recon.max_samples` samples of each split, as the reconstruct rules order them:
    DRIFT with the tuned K and M, DRIFT with M = 1 (the paper's pick by score: the best-scored of
    the M refined, `DRIFTResult.refined_volumes[0]`, so nothing is scored or solved twice), the physics-only
@@ -42,8 +42,9 @@ def main() -> None:
     from physdiff.recon.drift import drift, physics_only
     from physdiff.recon.run_prior import (build_problem, load_drift_tuning, load_partition_models, score, tune_drift,
                                           validation_problems)
+    from physdiff.results import Layout
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", default="results", help="a run's results folder")
     ap.add_argument("--config", default="config/config.yaml")
     ap.add_argument("--models", nargs="+", default=None, help="partition models g = 0..G-1, to draw a missing pool")
@@ -55,14 +56,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
-    res, rc = Path(args.results), cfg["recon"]
+    lay, rc = Layout(args.results), cfg["recon"]
     n_pool, solver = rc["drift"]["n_candidates"]["stem"], rc["drift"]["stem_solver"]
-    solver_tuning = res / f"recon/stem/tuning/{solver}.json"
+    solver_tuning = lay.tuning("stem", solver)
 
-    pool_path = res / "recon/stem/drift/candidates.npy"
+    pool_path = lay.candidates("stem")
     if not pool_path.is_file():
-        G = rc["partitions"]["stem"]
-        paths = args.models or [str(res / f"prior/stem/G{G}/g{g}/model.pt") for g in range(G)]
+        paths = args.models or lay.prior_models("stem", rc["partitions"]["stem"])
         shape = (cfg["stem"]["simulation"]["n_slices"], cfg["stem"]["simulation"]["gpts"], cfg["stem"]["simulation"]["gpts"])
         start = time.perf_counter()
         pool = sample_volumes(load_partition_models(paths, slices=shape[0], size=shape[1:]), n_pool, shape,
@@ -71,7 +71,7 @@ def main() -> None:
         pool_path.parent.mkdir(parents=True, exist_ok=True)
         np.save(pool_path, pool)
         print(f"pool of {n_pool} drawn in {time.perf_counter() - start:.0f} s -> {pool_path}", flush=True)
-    problems = validation_problems(res, cfg, "stem", solver_tuning=True)
+    problems = validation_problems(args.results, cfg, "stem", solver_tuning=True)
     transform = problems[0][0].transform
     candidates = transform.decode(np.load(pool_path))[:n_pool]
     if len(candidates) < n_pool:
@@ -97,7 +97,7 @@ def main() -> None:
         names = recon_order([r for r in plan if r["split"] == split])[: args.n or rc["max_samples"]]
         rows = []
         for name in names:
-            sample = load_sample(res / f"data/stem/{split}/{name}.npz")
+            sample = load_sample(lay.stem_sample(split, name))
             problem = build_problem("stem", stem_problem_config(cfg), sample=sample, transform=transform,
                                     solver_tuning=str(solver_tuning))
             truth, sigma = np.asarray(sample["potential"], np.float32), float(sample["sigma"])

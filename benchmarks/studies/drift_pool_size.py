@@ -1,7 +1,7 @@
 """DRIFT against the size N of its candidate pool, on validation: does a larger pool hold the measured volume?
 
-    python benchmarks/drift_pool_size.py --modality stem --models g0.pt g1.pt --pool 8 32 128 512 --n 10 --k 10
-    python benchmarks/drift_pool_size.py --modality mri --models g0.pt g1.pt --pool 8 32 --n 4
+    python benchmarks/studies/drift_pool_size.py --modality stem --models g0.pt g1.pt --pool 8 32 128 512 --n 10 --k 10
+    python benchmarks/studies/drift_pool_size.py --modality mri --models g0.pt g1.pt --pool 8 32 --n 4
 
 One pool of max(--pool) volumes is drawn as the drift_candidates rule draws it (its seed, the
 config's sampler and seams); the pool of N is its first N volumes, so each larger pool holds the
@@ -36,14 +36,16 @@ import torch
 import yaml
 
 
-def tune_solver(res: Path, cfg: dict, solver: str) -> dict:
+def tune_solver(results: str, cfg: dict, solver: str) -> dict:
     """DRIFT's 4D-STEM solver tuned as the tune_stem_baseline rule tunes it, on the same samples."""
     from physdiff.data.plan import stem_plan, stem_tuning_samples
     from physdiff.data.stem_sim import load_sample
     from physdiff.recon.run import tune_stem_baseline
+    from physdiff.results import Layout
 
     stem = cfg["recon"]["stem"]
-    paths = [res / f"data/stem/val/{name}.npz" for name in stem_tuning_samples(stem_plan(cfg), stem["tuning"]["n_val"])]
+    paths = [Layout(results).stem_sample("val", name)
+             for name in stem_tuning_samples(stem_plan(cfg), stem["tuning"]["n_val"])]
     t0 = time.perf_counter()
     tuned = tune_stem_baseline([load_sample(p) for p in paths], method=solver, grid=stem["tuning"]["grids"][solver],
                                max_iter=stem["tuning"]["max_iter"][solver], settings=stem[solver], loss=stem["loss"],
@@ -61,9 +63,10 @@ def main() -> None:
     from physdiff.recon.drift import physics_only, score_candidates
     from physdiff.recon.run import stem_params
     from physdiff.recon.run_prior import load_partition_models, score, validation_problems
+    from physdiff.results import Layout
     from physdiff.workflow import set_threads
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--modality", choices=["mri", "stem"], default="stem")
     ap.add_argument("--models", nargs="+", required=True, help="partition model files g = 0..G-1")
     ap.add_argument("--pool", type=int, nargs="+", default=[8, 32, 128], help="pool sizes N")
@@ -97,16 +100,14 @@ def main() -> None:
     if min(args.pool) < 1:
         raise SystemExit(f"--pool: sizes must be >= 1, got {args.pool}")
     set_threads(args.threads)
-    from physdiff.recon.run_prior import tuning_file
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
-    res = Path(args.results)
-    Ks = args.k or [json.loads((tuning_file(res, args.modality, "drift")).read_text())["n_iter"]]
+    Ks = args.k or [json.loads(Layout(args.results).tuning(args.modality, "drift").read_text())["n_iter"]]
     solver, tuned = cfg["recon"]["drift"]["stem_solver"], None
     if args.tune_solver:
         if args.modality != "stem":
             raise SystemExit("--tune-solver is for 4D-STEM")
-        tuned = tune_solver(res, cfg, solver)
-    problems = validation_problems(res, cfg, args.modality, args.n,
+        tuned = tune_solver(args.results, cfg, solver)
+    problems = validation_problems(args.results, cfg, args.modality, args.n,
                                    solver_tuning=not (args.no_solver_tuning or args.tune_solver))
     shape = problems[0][0].shape
     models = load_partition_models(args.models, slices=shape[0], size=shape[1:])

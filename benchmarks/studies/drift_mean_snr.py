@@ -1,12 +1,12 @@
 """DRIFT's pool drawn with several `prior.sampling.mean_snr` values, scored on validation (or MRI test).
 
-    python benchmarks/drift_mean_snr.py --models g0.pt g1.pt --split val --mean-snr 0 0.005 0.02
-    python benchmarks/drift_mean_snr.py --models g0.pt g1.pt --split test --mean-snr 0 0.02
-    python benchmarks/drift_mean_snr.py --modality stem --models s0.pt s1.pt --n 6 --k 10 --no-solver-tuning
+    python benchmarks/studies/drift_mean_snr.py --models g0.pt g1.pt --split val --mean-snr 0 0.005 0.02
+    python benchmarks/studies/drift_mean_snr.py --models g0.pt g1.pt --split test --mean-snr 0 0.02
+    python benchmarks/studies/drift_mean_snr.py --modality stem --models s0.pt s1.pt --n 6 --k 10 --no-solver-tuning
 
 For each value: the pool of recon.drift.n_candidates volumes that the drift_candidates rule
 draws (its seed, the config's sampler and seams, this mean_snr), then DRIFT and its
-physics-only twin with tune_drift's K (results/recon/mri/tuning/drift.json) and the projection
+physics-only twin with tune_drift's K and M (for the mask) and the projection
 solver's tuned weight for the mask (4D-STEM: the sparse baseline's), on the first --n volumes
 or samples of the split. Validation volumes are measured as tune_drift measures them, MRI test
 volumes as the reconstruct rules do (noise seed = config seed + sample index). Choose on `val`;
@@ -20,21 +20,21 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for prior_compute
 from prior_compute import drift_pool, drift_ssims  # noqa: E402
 
 
 def main() -> None:
     from physdiff.config import mri_problem_config, validate_config
-    from physdiff.recon.run_prior import load_drift_tuning, load_partition_models, load_test_problem, tuning_file, validation_problems
+    from physdiff.recon.run_prior import load_drift_tuning, load_partition_models, load_test_problem, validation_problems
+    from physdiff.results import Layout
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--modality", choices=["mri", "stem"], default="mri")
     ap.add_argument("--models", nargs="+", required=True, help="partition model files g = 0..G-1")
     ap.add_argument("--split", choices=["val", "test"], default="val")
@@ -51,19 +51,18 @@ def main() -> None:
         raise SystemExit("--split test is for MRI only; 4D-STEM is scored on validation samples")
     torch.set_num_threads(args.threads)
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
-    res, mask_name = Path(args.results), args.mask or cfg["recon"]["dart"]["mri_tune_mask"]
-    K, M = load_drift_tuning(tuning_file(res, args.modality, "drift"))
+    lay, mask_name = Layout(args.results), args.mask or cfg["recon"]["dart"]["mri_tune_mask"]
+    K, M = load_drift_tuning(lay.tuning(args.modality, "drift", mask_name))
     K = args.k or K
     if args.split == "val":
-        problems = validation_problems(res, cfg, args.modality, args.n, solver_tuning=not args.no_solver_tuning)
+        problems = validation_problems(args.results, cfg, args.modality, args.n, solver_tuning=not args.no_solver_tuning)
     else:  # as the reconstruct_drift_mri rule reads and measures test sample i
-        files = {"volumes": res / "data/mri/brats/test.npy", "mask": res / f"data/mri/masks/{mask_name}.npy"}
-        if not args.no_solver_tuning:
-            files["solver_tuning"] = res / f"recon/mri/tuning/{mask_name}/{cfg['recon']['drift']['mri_solver']}.json"
-        inputs = SimpleNamespace(**files, get=lambda key, default=None: files.get(key, default))
-        n = len(np.load(files["volumes"], mmap_mode="r")) if args.n is None else args.n
-        problems = [load_test_problem(inputs, SimpleNamespace(dataset="brats", sample=str(i), mask=mask_name), "mri",
-                                      mri_problem_config(cfg))[:3] for i in range(n)]
+        volumes = lay.mri_split("test")
+        solver = None if args.no_solver_tuning else lay.tuning("mri", cfg["recon"]["drift"]["mri_solver"], mask_name)
+        n = len(np.load(volumes, mmap_mode="r")) if args.n is None else args.n
+        problems = [load_test_problem("mri", mri_problem_config(cfg), {"dataset": "brats", "sample": str(i), "mask": mask_name},
+                                      volumes=volumes, mask=lay.mri_mask(mask_name), solver_tuning=solver)[:3]
+                    for i in range(n)]
     shape = problems[0][1].shape
     models = load_partition_models(args.models, slices=shape[0], size=shape[1:])
     what = mask_name if args.modality == "mri" else "4D-STEM"

@@ -1,9 +1,9 @@
 """How good a start DRIFT's chosen candidate is for MRI, and what it gives against the twin at each K.
 
-    python benchmarks/drift_start.py [--results results] [--mask gaussian_R4] [--volumes 3] [--k 1 3 10 100]
+    python benchmarks/studies/drift_start.py [--results results] [--mask gaussian_R4] [--volumes 3] [--k 1 3 10 100]
 
 For each of the first test volumes, measured as the pipeline measures them (seed = its index),
-prints: the candidate DRIFT's score picks from the pool (results/recon/mri/drift/candidates.npy)
+prints: the candidate DRIFT's score picks from the run's MRI pool (the drift_candidates rule's)
 and its SSIM against the truth, the best SSIM of any candidate against the truth, the
 zero-filled start's SSIM, and, for each K, the SSIM of K projection iterations (the tuned
 weight for the mask) started from the chosen candidate (DRIFT) and from the zero-filled image
@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
 import numpy as np
 
 from physdiff.metrics.ssim import ssim_volume
 from physdiff.physics.mri import simulate_kspace
 from physdiff.recon.mri_baselines import projection_based
 from physdiff.recon.problems import MRIProblem
+from physdiff.results import Layout
 from physdiff.workflow import set_threads
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="results")
     parser.add_argument("--mask", default="gaussian_R4")
     parser.add_argument("--volumes", type=int, default=3)
@@ -36,11 +35,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         set_threads(args.threads)
-    res = Path(args.results)
-    candidates = np.load(res / "recon/mri/drift/candidates.npy")
-    test = np.load(res / "data/mri/brats/test.npy")[: args.volumes].astype(np.float32)
-    mask = np.load(res / f"data/mri/masks/{args.mask}.npy")
-    thresh = json.loads((res / f"recon/mri/tuning/{args.mask}/projection.json").read_text())["value"]
+    lay = Layout(args.results)
+    candidates = np.load(lay.candidates("mri"))
+    test = np.load(lay.mri_split("test"))[: args.volumes].astype(np.float32)
+    mask = np.load(lay.mri_mask(args.mask))
+    thresh = json.loads(lay.tuning("mri", "projection", args.mask).read_text())["value"]
     print(f"{len(candidates)} candidates, mask {args.mask}, projection threshold {thresh:.4g}")
     for i, truth in enumerate(test):
         y = simulate_kspace(truth, mask, seed=i)

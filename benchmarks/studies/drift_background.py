@@ -1,10 +1,10 @@
 """What 4D-STEM DRIFT's lowest-data-loss pick sees and misses: each refined candidate's data loss,
 the solver's own objective (loss + L1 weight x ||V||_1), its SSIM and its total potential.
 
-    python benchmarks/drift_background.py --results R [--sample 1] [--k 20] [--top 4] [--sparsity 1e-8]
+    python benchmarks/studies/drift_background.py --results R [--sample 1] [--k 20] [--top 4] [--sparsity 1e-8]
 
 On validation sample `--sample` (the tuning rules' order) the `--top` best-scored candidates of
-the run's DRIFT pool (`results/recon/stem/drift/candidates.npy`) and the naive start V = 0 are
+the run's DRIFT pool (the drift_candidates rule's) and the naive start V = 0 are
 refined `--k` sweeps each by DRIFT's solver, at its baseline's tuned L1 weight or `--sparsity`.
 A smooth potential is close to a constant phase, which diffraction intensities barely see, so a
 candidate can fit the data best while carrying a broad background that the phase-projection
@@ -30,9 +30,10 @@ def main() -> None:
     from physdiff.errors import InputError
     from physdiff.recon.drift import drift, physics_only
     from physdiff.recon.run_prior import score, validation_problems
+    from physdiff.results import Layout
     from physdiff.workflow import set_threads
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", default="results", help="a run's results folder")
     ap.add_argument("--config", default="config/config.yaml")
     ap.add_argument("--sample", type=int, default=0, help="validation sample index")
@@ -42,15 +43,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     set_threads(args.threads)
-    res, cfg = Path(args.results), load_config(Path(args.config))
-    problems = validation_problems(res, cfg, "stem", args.sample + 1, solver_tuning=True)
+    cfg = load_config(Path(args.config))
+    problems = validation_problems(args.results, cfg, "stem", args.sample + 1, solver_tuning=True)
     if len(problems) <= args.sample:
-        raise InputError(f"{res}/data/stem/val: no validation sample {args.sample} (found {len(problems)})")
+        raise InputError(f"{args.results}: no 4D-STEM validation sample {args.sample} (found {len(problems)})")
     problem, truth, sigma = problems[args.sample]
     if args.sparsity is not None:
         problem.solver_params["sparsity"] = args.sparsity
     weight = float(problem.solver_params.get("sparsity", 0.0))
-    pool = res / "recon/stem/drift/candidates.npy"
+    pool = Layout(args.results).candidates("stem")
     if not pool.exists():
         raise InputError(f"{pool}: missing; run the drift_candidates rule first")
     # drift() refines the --top best-scored, keeping each refined volume and its data loss

@@ -1,10 +1,10 @@
 """DART with plain stacked partitions against seam-aware (overlap) sampling, on the MRI validation split.
 
-    python benchmarks/dart_seams.py [--results results] [--n-val 4] [--seams none overlap] [--n-samples 1]
+    python benchmarks/studies/dart_seams.py [--results results] [--n-val 4] [--seams none overlap] [--n-samples 1]
 
-Runs DART with the settings `tune_dart` chose (results/recon/mri/tuning/dart.json), once with
-`seam="none"` and once with `seam="overlap"`, on the first validation volumes measured with the
-DART tuning mask, and prints per setting the mean validation SSIM, the seam ratio at the
+Runs DART with the settings `tune_dart` chose for the DART tuning mask (recon.dart.mri_tune_mask),
+once with `seam="none"` and once with `seam="overlap"`, on the first validation volumes measured
+with that mask, and prints per setting the mean validation SSIM, the seam ratio at the
 partition boundaries (`physdiff.metrics.seams`; real volumes give about 1), the ratio of the real
 validation volumes, and the seconds per volume. This is the measurement behind
 `recon.dart.seam`. With `--n-samples 1 4`, each seam mode also runs DART with that many chains
@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from physdiff.recon.run_prior import tuning_file
 from physdiff.config import validate_config
 from physdiff.metrics.seams import partition_boundaries, seam_ratio
 from physdiff.recon.run_prior import load_partition_models, run_dart, validation_problems
+from physdiff.results import Layout
 from physdiff.workflow import set_threads
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="results")
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--n-val", type=int, default=4)
@@ -42,16 +42,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         set_threads(args.threads)
-    res = Path(args.results)
+    lay = Layout(args.results)
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     rc = cfg["recon"]
     G, mask = rc["partitions"]["mri"], rc["dart"]["mri_tune_mask"]
-    tuning = tuning_file(res, "mri", "dart")
+    tuning = lay.tuning("mri", "dart", mask)
     settings = json.loads(tuning.read_text())["settings"]
-    problems = validation_problems(res, cfg, "mri", args.n_val, solver_tuning=False)
+    problems = validation_problems(args.results, cfg, "mri", args.n_val, solver_tuning=False)
     S = problems[0][1].shape[0]
-    models = load_partition_models([str(res / f"prior/mri/G{G}/g{g}/model.pt") for g in range(G)], slices=S,
-                                   size=problems[0][1].shape[1:])
+    models = load_partition_models(lay.prior_models("mri", G), slices=S, size=problems[0][1].shape[1:])
     boundaries = partition_boundaries(S, G)
     truths = np.stack([truth for _, truth, _ in problems])
     print(f"{len(problems)} validation volumes {truths.shape[1:]}, mask {mask}, G = {G}, settings from {tuning}: "

@@ -10,8 +10,8 @@ Every workflow script is a thin adapter:
 pools at the rule's `threads`, gives a job that declares `gpu` GPUs of its own when run locally
 on a multi-GPU machine (`use_own_gpus`), and turns a `PhysdiffError` (bad input, bad config, missing
 extra) into a one-paragraph message and exit status 1, so users see what to fix rather than
-a stack trace. Snakemake then deletes the job's partial outputs. `run_cli` does the same for a
-command-line script (examples/).
+a stack trace. Snakemake then deletes the job's partial outputs. The `physdiff` command
+(`physdiff.cli`) does the same for its subcommands.
 """
 
 from __future__ import annotations
@@ -85,14 +85,3 @@ def run_step(smk: Any, main: Callable[[Any], None]) -> None:
         log.error("%s failed: %s", name, exc)
         sys.exit(1)
     log.info("%s finished in %.1f s", name, time.perf_counter() - start)
-
-
-def run_cli(main: Callable[[], None]) -> None:
-    """Run a command-line `main()` with INFO logging to stderr; exit 1 with a one-line message on
-    bad input or config (a `PhysdiffError`) instead of a stack trace."""
-    setup_logging(None)
-    try:
-        main()
-    except PhysdiffError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)

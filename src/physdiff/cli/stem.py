@@ -112,8 +112,10 @@ def run(args: argparse.Namespace) -> None:
     meta = STEMMetadata(**from_file)
     if args.metadata:
         meta = meta.merged(**load_metadata(args.metadata))
+    one = lambda values: values[0] if values and len(values) == 1 else values  # noqa: E731
     meta = meta.merged(energy=args.energy, semiangle=args.semiangle, defocus=args.defocus,
-                       scan_step=args.scan_step, detector_pixel=args.detector_pixel, detector_unit=args.detector_unit,
+                       scan_step=one(args.scan_step), detector_pixel=one(args.detector_pixel),
+                       detector_unit=args.detector_unit,
                        slice_thickness=args.slice_thickness, n_slices=args.n_slices)
     if args.scan_region:
         r0, r1, c0, c1 = args.scan_region
@@ -192,6 +194,10 @@ def reconstruct(method: str, patterns: np.ndarray, geometry, cfg: dict, lay: Lay
     if method == "drift":
         from physdiff.recon.drift import drift
 
+        if min(geometry.scan_shape) < 7:  # skimage's SSIM window
+            raise InputError(f"drift scores its candidates by the SSIM of their bright-field images, which needs a "
+                             f"scan of at least 7 x 7 positions; this one has {geometry.scan_shape[0]} x "
+                             f"{geometry.scan_shape[1]}")
         k, m = drift_k_m(lay, "stem", cfg)
         candidates = transform.decode(drift_candidates(lay, "stem", problem.shape, cfg))
         return drift(candidates, problem, n_iter=k, refine_top=m, progress=False).volume

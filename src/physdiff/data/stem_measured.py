@@ -78,7 +78,9 @@ def load_metadata(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise InputError(f"{path}: not valid YAML ({getattr(err, 'problem', None) or err}{where})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping of {', '.join(KEYS)}, got {type(data).__name__}")
     unknown = sorted(set(data) - set(KEYS))
@@ -247,7 +249,7 @@ def read_measurement(path: str | Path, *, dataset: str | None = None,
     data = np.asarray(data, np.float32)
     n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
     if n_bad:
-        raise InputError(f"{path}: {n_bad} values are NaN or infinite; expected finite intensities")
+        raise InputError(f"{path}: {n_bad} of its values are NaN or infinite; expected finite intensities")
     return data, calibration
 
 

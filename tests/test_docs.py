@@ -147,14 +147,15 @@ def test_pattern_matching_rule():
 #   `#anchor` into a markdown file names one of its headings (GitHub's heading ids);
 # - bare paths ending in `.md`, and bare paths under docs/ or benchmarks/: they exist, relative
 #   to the repository root or to the file. Skipped: paths with wildcards ({stage}, *), paths git
-#   ignores (outputs such as results/tables/table1.md), and in code a string literal that is just
-#   a file name (`tmp_path / "t.md"`), which names what the code writes;
+#   ignores (outputs such as results/tables/table1.md), in code a string literal that is just a
+#   file name (`tmp_path / "t.md"`), which names what the code writes, and a removed file whose
+#   commit the same document gives as `git show REV:path`;
 # - the word SPEC, which named a document outside the repository, and "issue N" references to an
 #   issue tracker the repository does not carry.
 
 SELF = Path(__file__).resolve().relative_to(ROOT).as_posix()
 MD_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
-BARE_PATH = re.compile(r"(?<![\w./\-~$])((?:docs|benchmarks)/[\w./\-]*[\w\-]|(?:[\w.\-]+/)*[\w\-]+\.md)(?![\w\-{*<])")
+BARE_PATH = re.compile(r"(?<![\w./\-~$:])((?:docs|benchmarks)/[\w./\-]*[\w\-]|(?:[\w.\-]+/)*[\w\-]+\.md)(?![\w\-{*<])")
 STALE = [(re.compile(r"\bSPEC\b"), "SPEC, a document outside the repository"),
          (re.compile(r"\bissues? #?\d+\b", re.IGNORECASE), "an issue number of a tracker the repository lacks")]
 
@@ -228,6 +229,7 @@ def missing_references(path: str, text: str) -> list[str]:
         return any(c in paths for c in candidates)
 
     code = path.endswith((".py", ".smk")) or Path(path).name == "Snakefile"
+    historical = set(re.findall(r"\b[0-9a-f]{7,40}:([\w./\-]+)", text))  # git show REV:path
     for lineno, line in enumerate(text.splitlines(), 1):
         where = f"{path}:{lineno}"
         if path.endswith(".md"):
@@ -249,7 +251,8 @@ def missing_references(path: str, text: str) -> list[str]:
             quoted = line[m.start() - 1:m.start()] in "\"'" and line[m.end():m.end() + 1] in "\"'"
             if code and quoted and m.start() > 0 and m.end() < len(line):
                 continue
-            if not exists(token, relative_to_root=True) and not ignored(_norm(here / token)) \
+            if token not in historical and not exists(token, relative_to_root=True) \
+                    and not ignored(_norm(here / token)) \
                     and not ignored(_norm(Path(token))):
                 problems.append(f"{where}: {token} is not in the repository")
         for rx, why in STALE:
@@ -273,7 +276,8 @@ def test_reference_check_fails_when_it_should():
     broken = ("See [the method](method.md#no-such-heading), [gone](gone.md), docs/nowhere.md,\n"
               "benchmarks/studies/no_study.md and SPEC 4; fixed in issue 12.\n"
               "Fine: [results](results.md#time), [method](method.md#dart), docs/method.md,\n"
-              "results/tables/table1.md (an output git ignores).\n")
+              "results/tables/table1.md (an output git ignores), benchmarks/old.py (removed; it\n"
+              "lives at commit 1234567: git show 1234567:benchmarks/old.py).\n")
     problems = missing_references("docs/example.md", broken)
     expected = ["1: link to method.md#no-such-heading", "1: link to gone.md", "1: docs/nowhere.md",
                 "2: benchmarks/studies/no_study.md", "2: names SPEC", "2: names an issue number"]

@@ -208,7 +208,8 @@ def test_stem_baseline_on_measured_data_runs_the_tuned_solver(stem_data, tmp_pat
 
 def test_stem_reads_an_emd_file_with_its_calibration(stem_data, tmp_path):
     emdfile = pytest.importorskip("emdfile")
-    from physdiff.data.stem_measured import read_measurement, wavelength_sigma
+    from physdiff.data.stem_files import read_measurement
+    from physdiff.data.stem_measured import wavelength_sigma
 
     tmp, sample, meta, _ = stem_data
     wavelength, _ = wavelength_sigma(meta["energy"])
@@ -227,7 +228,7 @@ def test_stem_reads_an_emd_file_with_its_calibration(stem_data, tmp_path):
 
 def test_stem_reads_py4dstems_own_file_without_py4dstem():
     pytest.importorskip("emdfile")
-    from physdiff.data.stem_measured import read_measurement
+    from physdiff.data.stem_files import read_measurement
 
     data, calibration = read_measurement(FIXTURES / "py4dstem_datacube.h5")
     assert data.shape == (3, 4, 10, 10) and data[2, 3, 4, 5] == 2345
@@ -236,7 +237,7 @@ def test_stem_reads_py4dstems_own_file_without_py4dstem():
 
 def test_stem_reads_a_hyperspy_file_with_its_axes_and_beam(tmp_path):
     hspy = pytest.importorskip("rsciio.hspy")
-    from physdiff.data.stem_measured import read_measurement
+    from physdiff.data.stem_files import read_measurement
 
     data = np.random.default_rng(0).random((3, 4, 6, 6)).astype(np.float32)
     axes = [dict(name=n, size=s, scale=sc, offset=0.0, units=u, navigate=nav) for n, s, sc, u, nav in

@@ -241,9 +241,10 @@ def reconstruct(method: str, case: Measurement, cfg: dict, lay: Layout, *, seed:
                 contrast: str | None) -> np.ndarray:
     """The reconstruction (S, H, W) of one measurement with one method."""
     from physdiff.config import mri_problem_config
+    from physdiff.recon.dart import dart
     from physdiff.recon.mri_baselines import MRI_BASELINES, REGULARISATION_PARAM
     from physdiff.recon.run import mri_params
-    from physdiff.recon.run_prior import build_problem
+    from physdiff.recon.run_prior import build_problem, dart_options
 
     rc, mask_name = cfg["recon"], case.mask_name
     if method in MRI_BASELINES:
@@ -265,9 +266,6 @@ def reconstruct(method: str, case: Measurement, cfg: dict, lay: Layout, *, seed:
     check_slices(models, paths, case.y.shape[0], "--slices, mri.n_slices")
     settings = dart_settings_of(lay, "mri", cfg, mask=mask_name)
     adapt = {k: v for k, v in rc["dart"]["adapt"].items() if k != "enabled"} if method == "dart_adapt" else None
-    from physdiff.recon.dart import dart
-    from physdiff.recon.run_prior import dart_options
-
     problem = build_problem("mri", problem_cfg, kspace=case.y, mask=case.mask)
     return dart(models, problem, adapt=adapt, progress=False, **dart_options(settings, seed)).volume
 

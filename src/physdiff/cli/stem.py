@@ -41,7 +41,7 @@ units of the incident beam (--normalize mean: each sums to about 1 on average; n
 already are, as physdiff's simulations write them).
 
 Methods: drift and dart (ours; the run's trained 4D-STEM prior from --results: partition models,
-the potential scaling prior/stem/scale.json, DRIFT's pool, tuned settings, else the config's, with
+the potential scaling stored with the prior, DRIFT's pool, tuned settings, else the config's, with
 a note), and the baselines 3pie, torchslice and sparse (sparse decomposition), with the run's
 tuned weight and iteration count where it has them, else the config's recon.stem settings. The
 prior was trained on potentials of stem.simulation.n_slices slices on a stem.simulation.gpts grid:
@@ -100,8 +100,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from physdiff.data.stem_measured import (STEMMetadata, geometry_from_metadata, load_metadata, prepare_patterns,
-                                             read_measurement)
+    from physdiff.data.stem_files import read_measurement
+    from physdiff.data.stem_measured import STEMMetadata, geometry_from_metadata, load_metadata, prepare_patterns
 
     clock = Stopwatch()
     cfg, _ = resolve_config(args.config)
@@ -125,6 +125,9 @@ def run(args: argparse.Namespace) -> None:
         data = data[r0:r1, c0:c1]
     sim = cfg["stem"]["simulation"]
     gpts = args.gpts or int(sim["gpts"])
+    if method in ("dart", "drift") and gpts != int(sim["gpts"]):
+        raise InputError(f"--gpts {gpts}: {method}'s prior was trained on {sim['gpts']}-point grids "
+                         f"(stem.simulation.gpts); leave --gpts out, or give the --config of the run that trained it")
     where = f"{args.data}" + (f" with {args.metadata}" if args.metadata else "")
     geometry = geometry_from_metadata(meta, data.shape[:2], gpts=gpts, max_angle=args.max_angle, where=where)
     patterns, done = prepare_patterns(data, geometry, center=args.center, normalize=args.normalize, where=args.data)

@@ -150,12 +150,14 @@ def test_pattern_matching_rule():
 #   ignores (outputs such as results/tables/table1.md), in code a string literal that is just a
 #   file name (`tmp_path / "t.md"`), which names what the code writes, and a removed file whose
 #   commit the same document gives as `git show REV:path`;
+# - a section cited by title, `docs/method.md, "DART"`: the page has a heading of that title;
 # - the word SPEC, which named a document outside the repository, and "issue N" references to an
 #   issue tracker the repository does not carry.
 
 SELF = Path(__file__).resolve().relative_to(ROOT).as_posix()
 MD_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 BARE_PATH = re.compile(r"(?<![\w./\-~$:])((?:docs|benchmarks)/[\w./\-]*[\w\-]|(?:[\w.\-]+/)*[\w\-]+\.md)(?![\w\-{*<])")
+SECTION = re.compile(r"(docs/[\w\-]+\.md)[,;]?\s*(?:\\?\"([^\"\\]+)\\?\"|'([^'\\]+)')")
 STALE = [(re.compile(r"\bSPEC\b"), "SPEC, a document outside the repository"),
          (re.compile(r"\bissues? #?\d+\b", re.IGNORECASE), "an issue number of a tracker the repository lacks")]
 
@@ -200,6 +202,11 @@ def ignored(path: str) -> bool:
     """Whether git ignores `path` (an output of the pipeline or a benchmark, not a document)."""
     return any(subprocess.run(["git", "check-ignore", "-q", "--no-index", p], cwd=ROOT).returncode == 0
                for p in (path, path + "/"))  # a folder pattern (out/) matches only with the slash
+
+
+def heading_titles(markdown: str) -> set[str]:
+    """The titles of a markdown file's headings, code spans unwrapped."""
+    return {ln.lstrip("#").strip().replace("`", "") for ln in markdown.splitlines() if re.match(r"#{1,6} ", ln)}
 
 
 def heading_ids(markdown: str) -> set[str]:
@@ -255,6 +262,11 @@ def missing_references(path: str, text: str) -> list[str]:
                     and not ignored(_norm(here / token)) \
                     and not ignored(_norm(Path(token))):
                 problems.append(f"{where}: {token} is not in the repository")
+        for doc, double, single in SECTION.findall(line):
+            title = double or single
+            titles = heading_titles((ROOT / doc).read_text()) if doc in paths else set()
+            if title not in titles:
+                problems.append(f"{where}: {doc} has no section \"{title}\"")
         for rx, why in STALE:
             if rx.search(line):
                 problems.append(f"{where}: names {why}")
@@ -277,10 +289,12 @@ def test_reference_check_fails_when_it_should():
               "benchmarks/studies/no_study.md and SPEC 4; fixed in issue 12.\n"
               "Fine: [results](results.md#time), [method](method.md#dart), docs/method.md,\n"
               "results/tables/table1.md (an output git ignores), benchmarks/old.py (removed; it\n"
-              "lives at commit 1234567: git show 1234567:benchmarks/old.py).\n")
+              "lives at commit 1234567: git show 1234567:benchmarks/old.py).\n"
+              'As docs/method.md, "DART", says; not docs/method.md, "Nowhere".\n')
     problems = missing_references("docs/example.md", broken)
     expected = ["1: link to method.md#no-such-heading", "1: link to gone.md", "1: docs/nowhere.md",
-                "2: benchmarks/studies/no_study.md", "2: names SPEC", "2: names an issue number"]
+                "2: benchmarks/studies/no_study.md", "2: names SPEC", "2: names an issue number",
+                '6: docs/method.md has no section "Nowhere"']
     assert len(problems) == len(expected), problems
     for problem, start in zip(problems, expected):
         assert problem.startswith(f"docs/example.md:{start}"), (problem, start)

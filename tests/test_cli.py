@@ -211,7 +211,7 @@ def test_stem_reads_an_emd_file_with_its_calibration(stem_data, tmp_path):
     from physdiff.data.stem_files import read_measurement
     from physdiff.data.stem_measured import wavelength_sigma
 
-    tmp, sample, meta, _ = stem_data
+    tmp, sample, meta, config = stem_data
     wavelength, _ = wavelength_sigma(meta["energy"])
     step, pixel = meta["scan_step"][0], meta["detector_pixel"][0] / (1e3 * wavelength)  # Å and 1/Å
     n = sample["intensities"].shape
@@ -224,6 +224,13 @@ def test_stem_reads_an_emd_file_with_its_calibration(stem_data, tmp_path):
     assert data.shape == n and calibration["detector_unit"] == "1/A"
     np.testing.assert_allclose(calibration["scan_step"], [step, step], rtol=1e-6)
     np.testing.assert_allclose(calibration["detector_pixel"], [pixel, pixel], rtol=1e-6)
+    # the command takes the scan step and detector pixel from the file, the rest from options
+    common = ["--normalize", "none", "--method", "sparse", "--config", config, "--results", tmp_path / "no_run"]
+    assert run("stem", tmp_path / "data.h5", "--out", tmp_path / "emd.npy", "--energy", meta["energy"],
+               "--semiangle", meta["semiangle"], "--slice-thickness", meta["slice_thickness"], "--n-slices", 2,
+               *common) == 0
+    assert run("stem", tmp / "data.npy", "--metadata", tmp / "probe.yaml", "--out", tmp_path / "npy.npy", *common) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "emd.npy"), np.load(tmp_path / "npy.npy"), rtol=1e-5, atol=1e-4)
 
 
 def test_stem_reads_py4dstems_own_file_without_py4dstem():
@@ -323,6 +330,9 @@ def bad_inputs(tmp: Path, mri_run, stem_data) -> dict:
     for path in run_dir.prior_models("mri", 2):
         path.parent.mkdir(parents=True)
         torch.save({"ema": Pickled(), "config": {"model": {}}}, path)
+    corrupt = Layout(tmp / "corrupt").prior_model("stem", 2, 0)
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(b"PK\x03\x04 truncated")
     mri = ["--out", tmp / "out.nii.gz", "--config", config]
     stem = ["--out", tmp / "out.npy", "--config", stem_config, "--method", "sparse"]
     meta_args = ["--metadata", stem_tmp / "probe.yaml"]
@@ -338,6 +348,7 @@ def bad_inputs(tmp: Path, mri_run, stem_data) -> dict:
                         tmp / "syntax.yaml"),
         "missing 4D-STEM data": (["stem", tmp / "none.npy", *meta_args, *stem], tmp / "none.npy"),
         "missing results folder": (["info", tmp / "no_run"], tmp / "no_run"),
+        "corrupt checkpoint": (["info", tmp / "corrupt"], corrupt),
     }
 
 

@@ -76,7 +76,7 @@ def model_lines(lay: Layout) -> list[str]:
                 seconds = state.get("train_seconds")
                 classes = config.get("classes") or []
                 lines.append(f"  {modality} G={G} g{g}: {state.get('step', '?')} steps, slabs {slab}"
-                             + (f", {seconds / 60:.0f} min training" if seconds else "")
+                             + (f", {seconds / 60:.1f} min training" if seconds else "")
                              + (f", contrasts {', '.join(classes)}" if classes else "") + f"  ({path})")
     return lines
 

@@ -91,6 +91,41 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert load_model(tmp_path / "model.pt")[1]["train_seconds"] == pytest.approx(resumed.total_seconds)
 
 
+def test_resumed_run_on_the_cpu_has_bitwise_the_weights_of_an_uninterrupted_run(tmp_path):
+    # What the SLURM kill-and-resume leg checks of the pipeline: equal bits, not merely close values.
+    data, val = _blobs(6), _blobs(2, seed=3)
+    kw = dict(model_cfg={**TINY, "dropout": 0.1}, batch_size=2, grad_accum=2, lr=1e-3, warmup_steps=2, seed=5,
+              val_data=val, val_every=2, augment={"contrast": 0.5, "noise": 0.5}, device="cpu", progress=False)
+    full = train_prior(data, steps=5, **kw)
+    ckpt = tmp_path / "part.ckpt"
+    train_prior(data, steps=3, checkpoint_path=ckpt, checkpoint_every_s=0, **kw)
+    resumed = train_prior(data, steps=5, checkpoint_path=ckpt, checkpoint_every_s=0, **kw)
+    assert resumed.resumed_from == 3 and resumed.loss_history == full.loss_history
+    # the first run ended at step 3 and validated there as well
+    assert [row for row in resumed.val_history if row[0] != 3] == full.val_history
+    for a, b in [(resumed.model, full.model), (resumed.ema_model, full.ema_model)]:
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(p, q), name
+
+
+def test_train_settings_name_the_bad_key():
+    from physdiff.config import load_schema
+    from physdiff.models.train_settings import CONFIG_KEYS, TrainSettings
+
+    assert CONFIG_KEYS == set(load_schema()["properties"]["prior"]["properties"]["train"]["properties"])
+    cfg = {"steps": 2, "batch_size": 2, "lr": 1e-3}
+    settings = TrainSettings.from_config(cfg, seed=3, steps=5, augment={"noise": 0.5})
+    assert settings.steps == 5 and settings.seed == 3 and settings.augment.noise == 0.5 and settings.grad_accum == 2
+    for key, value in [("batch_size", 0), ("grad_accum", 0), ("steps", -1), ("lr", 0.0), ("ema_decay", 1.5),
+                       ("label_dropout", 1.0), ("cpu_bf16", "yes"), ("min_snr_gamma", -1.0), ("prediction", "x0")]:
+        with pytest.raises(ConfigError, match=rf"prior\.train\.{key}"):
+            TrainSettings.from_config({**cfg, key: value}, seed=0)
+    with pytest.raises(ConfigError, match=r"prior\.train\.batchsize is not a training setting"):
+        TrainSettings.from_config({**cfg, "batchsize": 2}, seed=0)
+    with pytest.raises(ConfigError, match="prior.augment"):
+        TrainSettings(steps=1, augment={"sharpen": 0.5})
+
+
 def test_resume_refuses_other_config_or_data(tmp_path):
     data, ckpt = _blobs(4), tmp_path / "c.ckpt"
     kw = dict(model_cfg=TINY, batch_size=2, progress=False)
@@ -250,7 +285,7 @@ def test_train_partition_trains_slab_g_with_the_rules_seed():
 
 
 def test_cpu_bf16_auto_follows_the_cpu_and_bad_values_are_named(monkeypatch):
-    from physdiff.models import train as train_mod
+    from physdiff.models import train_settings as train_mod
 
     for native in (False, True):
         monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda native=native: native)

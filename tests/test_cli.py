@@ -169,7 +169,7 @@ def stem_data(tmp_path_factory):
             "slice_thickness": float(sample["slice_thickness"][0]), "n_slices": 2}
     (tmp / "probe.yaml").write_text(yaml.safe_dump(meta))
     config = write_config(tmp / "config.yaml", stem={"simulation": {"gpts": 48, "n_slices": 2}},
-                          recon={"stem": {"sparse_decomposition": {"n_iter": 2}}})
+                          recon={"stem": {"sparse_decomposition": {"n_iter": 1}}})
     return tmp, sample, meta, config
 
 
@@ -194,13 +194,13 @@ def test_stem_baseline_on_measured_data_runs_the_tuned_solver(stem_data, tmp_pat
     tmp, sample, meta, config = stem_data
     lay = Layout(tmp_path / "run")
     lay.tuning("stem", "sparse_decomposition").parent.mkdir(parents=True)
-    lay.tuning("stem", "sparse_decomposition").write_text(json.dumps({"param": "sparsity", "value": 1e-5, "n_iter": 3}))
+    lay.tuning("stem", "sparse_decomposition").write_text(json.dumps({"param": "sparsity", "value": 1e-5, "n_iter": 2}))
     out = tmp_path / "v.npy"
     assert run("stem", tmp / "data.npy", "--metadata", tmp / "probe.yaml", "--normalize", "none", "--method",
                "sparse", "--out", out, "--config", config, "--results", lay.root) == 0
     assert "0.1031 Å" in capsys.readouterr().out  # 4.95 Å cell on 48 points, from the detector pixel alone
     geometry = geometry_from_metadata(STEMMetadata(**meta), sample["intensities"].shape[:2], gpts=48)
-    expected, _ = sparse_decomposition(sample["intensities"], geometry, n_iter=3, sparsity=1e-5,
+    expected, _ = sparse_decomposition(sample["intensities"], geometry, n_iter=2, sparsity=1e-5,
                                        form=load_config(config)["recon"]["stem"]["loss"], progress=False)
     np.testing.assert_allclose(np.load(out), expected.numpy(), rtol=1e-5, atol=1e-4)
     assert (tmp_path / "v.png").stat().st_size > 0

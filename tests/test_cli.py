@@ -206,6 +206,16 @@ def test_stem_baseline_on_measured_data_runs_the_tuned_solver(stem_data, tmp_pat
     assert (tmp_path / "v.png").stat().st_size > 0
 
 
+def test_stem_reads_a_stack_of_frames_as_a_scan_and_keeps_a_region(tmp_path):
+    from physdiff.data.stem_files import read_measurement
+
+    frames = np.arange(6 * 4 * 3 * 3, dtype=np.float32).reshape(24, 3, 3)  # 6 x 4 scan, row by row
+    np.save(tmp_path / "frames.npy", frames)
+    data, calibration = read_measurement(tmp_path / "frames.npy", scan_shape=(6, 4), region=(1, 4, 2, 4))
+    np.testing.assert_array_equal(data, frames.reshape(6, 4, 3, 3)[1:4, 2:4])
+    assert calibration == {} and data.flags.writeable
+
+
 def test_stem_reads_an_emd_file_with_its_calibration(stem_data, tmp_path):
     emdfile = pytest.importorskip("emdfile")
     from physdiff.data.stem_files import read_measurement

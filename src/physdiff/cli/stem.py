@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> None:
     method, lay = METHODS[args.method], Layout(args.results)
     out = check_output(args.out, (".npy",))
     data, from_file = read_measurement(args.data, dataset=args.dataset,
-                                       scan_shape=tuple(args.scan_shape) if args.scan_shape else None)
+                                       scan_shape=tuple(args.scan_shape) if args.scan_shape else None,
+                                       region=tuple(args.scan_region) if args.scan_region else None)
     meta = STEMMetadata(**from_file)
     if args.metadata:
         meta = meta.merged(**load_metadata(args.metadata))
@@ -117,12 +118,6 @@ def run(args: argparse.Namespace) -> None:
                        scan_step=one(args.scan_step), detector_pixel=one(args.detector_pixel),
                        detector_unit=args.detector_unit,
                        slice_thickness=args.slice_thickness, n_slices=args.n_slices)
-    if args.scan_region:
-        r0, r1, c0, c1 = args.scan_region
-        if not (0 <= r0 < r1 <= data.shape[0] and 0 <= c0 < c1 <= data.shape[1]):
-            raise InputError(f"--scan-region {r0} {r1} {c0} {c1}: outside the {data.shape[0]} x {data.shape[1]} scan "
-                             f"of {args.data}")
-        data = data[r0:r1, c0:c1]
     sim = cfg["stem"]["simulation"]
     gpts = args.gpts or int(sim["gpts"])
     if method in ("dart", "drift") and gpts != int(sim["gpts"]):

@@ -62,7 +62,7 @@ def _calibration(step: tuple | None, step_units, pixel: tuple | None, pixel_unit
 
 def _read_npy(path: Path) -> tuple[np.ndarray, dict]:
     try:
-        return np.load(path, allow_pickle=False), {}
+        return np.load(path, allow_pickle=False, mmap_mode="r"), {}  # only the region read is loaded
     except (OSError, ValueError, EOFError) as err:
         raise InputError(f"{path}: cannot read as .npy ({err})") from None
 
@@ -137,10 +137,12 @@ def _read_rsciio(path: Path, dataset: str | None) -> tuple[np.ndarray, dict]:
     return np.asarray(signal["data"]), calibration
 
 
-def read_measurement(path: str | Path, *, dataset: str | None = None,
-                     scan_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, dict]:
+def read_measurement(path: str | Path, *, dataset: str | None = None, scan_shape: tuple[int, int] | None = None,
+                     region: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, dict]:
     """(patterns (scan rows, scan columns, detector rows, detector columns) float32, the metadata
-    the file records as `STEMMetadata` keys). A 3D stack of frames is reshaped to `scan_shape`."""
+    the file records as `STEMMetadata` keys). A 3D stack of frames is reshaped to `scan_shape`;
+    `region` (r0, r1, c0, c1) keeps scan rows r0..r1-1 and columns c0..c1-1 (of a .npy, only
+    those are read into memory)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found (expected 4D-STEM data: {', '.join(SUFFIXES)})")
@@ -161,9 +163,15 @@ def read_measurement(path: str | Path, *, dataset: str | None = None,
         raise InputError(f"{path}: expected a 4D array (scan rows, scan columns, detector rows, detector columns) "
                          f"with >= 2 positions per scan axis, got shape {data.shape}"
                          + ("; give --scan-shape ROWS COLS for a stack of frames" if data.ndim == 3 else ""))
+    if region is not None:
+        r0, r1, c0, c1 = region
+        if not (0 <= r0 < r1 <= data.shape[0] and 0 <= c0 < c1 <= data.shape[1]):
+            raise InputError(f"scan region {r0} {r1} {c0} {c1}: outside the {data.shape[0]} x {data.shape[1]} scan "
+                             f"of {path}")
+        data = data[r0:r1, c0:c1]
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         raise InputError(f"{path}: expected real intensities, got dtype {data.dtype}")
-    data = np.asarray(data, np.float32)
+    data = np.array(data, np.float32)  # a copy: of a memory-mapped .npy, the region alone
     n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
     if n_bad:
         raise InputError(f"{path}: {n_bad} of its values are NaN or infinite; expected finite intensities")

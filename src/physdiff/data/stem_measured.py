@@ -178,8 +178,9 @@ def prepare_patterns(data: np.ndarray, geometry: MultisliceGeometry, *, center: 
     if any(a < 0 or a + d > n for a, d, n in zip(lo, det, mean.shape)):
         raise InputError(
             f"{where}: the model's detector needs {det[0]} x {det[1]} pixels around the direct beam at {middle}, the "
-            f"patterns have {mean.shape[0]} x {mean.shape[1]}; give a smaller --gpts (the detector spans about "
-            f"0.47 gpts pixels) or a wider --max-angle")
+            f"patterns have {mean.shape[0]} x {mean.shape[1]}; a baseline can take a smaller --gpts (the detector "
+            f"spans about 0.47 gpts pixels with --max-angle valid, more with cutoff or full), the prior methods need "
+            f"the grid they were trained on")
     scale = 1.0
     if normalize == "mean":
         scale = float(data.sum(axis=(2, 3)).mean())

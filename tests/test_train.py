@@ -117,13 +117,29 @@ def test_train_settings_name_the_bad_key():
     settings = TrainSettings.from_config(cfg, seed=3, steps=5, augment={"noise": 0.5})
     assert settings.steps == 5 and settings.seed == 3 and settings.augment.noise == 0.5 and settings.grad_accum == 2
     for key, value in [("batch_size", 0), ("grad_accum", 0), ("steps", -1), ("lr", 0.0), ("ema_decay", 1.5),
-                       ("label_dropout", 1.0), ("cpu_bf16", "yes"), ("min_snr_gamma", -1.0), ("prediction", "x0")]:
+                       ("label_dropout", 1.0), ("cpu_bf16", "yes"), ("min_snr_gamma", -1.0), ("prediction", "x0"),
+                       ("lr_decay", "step")]:
         with pytest.raises(ConfigError, match=rf"prior\.train\.{key}"):
             TrainSettings.from_config({**cfg, key: value}, seed=0)
     with pytest.raises(ConfigError, match=r"prior\.train\.batchsize is not a training setting"):
         TrainSettings.from_config({**cfg, "batchsize": 2}, seed=0)
     with pytest.raises(ConfigError, match="prior.augment"):
         TrainSettings(steps=1, augment={"sharpen": 0.5})
+
+
+def test_lr_decay_anneals_to_zero_after_the_warm_up_and_is_recorded():
+    from physdiff.models.train_settings import TrainSettings
+
+    const = TrainSettings(steps=1100, lr=1e-3, warmup_steps=100)
+    linear = TrainSettings(steps=1100, lr=1e-3, warmup_steps=100, lr_decay="linear")
+    cosine = TrainSettings(steps=1100, lr=1e-3, warmup_steps=100, lr_decay="cosine")
+    for s in (const, linear, cosine):  # the warm-up is the same
+        assert s.lr_at(0) == pytest.approx(1e-5) and s.lr_at(99) == pytest.approx(1e-3)
+    assert const.lr_at(600) == linear.lr_at(100) == cosine.lr_at(100) == pytest.approx(1e-3)
+    assert linear.lr_at(600) == pytest.approx(5e-4) and cosine.lr_at(600) == pytest.approx(5e-4)
+    assert linear.lr_at(350) == pytest.approx(7.5e-4) and cosine.lr_at(350) == pytest.approx(1e-3 * (1 + 2 ** -0.5) / 2)
+    assert linear.lr_at(1100) == cosine.lr_at(1100) == pytest.approx(0.0, abs=1e-12)
+    assert "lr_decay" not in const.record(TINY) and linear.record(TINY)["lr_decay"] == "linear"
 
 
 def test_resume_refuses_other_config_or_data(tmp_path):

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import math
 import numbers
 from dataclasses import dataclass, field, fields
 
@@ -20,6 +21,7 @@ from physdiff.models.unet import DEFAULT_CONFIG
 VAL_TIMESTEPS = (50, 200, 500, 800)
 TIMESTEPS = 1000  # the diffusion's T, recorded in every checkpoint
 CPU_BF16 = (True, False, "auto")
+LR_DECAYS = ("none", "linear", "cosine")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -79,7 +81,8 @@ class TrainSettings:
     slab circularly in H and W, which only periodic data (a supercell's potential) allow.
     `augment` holds the `IntensityAugment` settings (a dict is converted). `min_snr_gamma`
     weights the loss per timestep (None: the paper's uniform weights); `prediction` is "eps"
-    (the paper's) or "v". `label_dropout` is the probability that a class model's training slab
+    (the paper's) or "v". `lr_decay` anneals the learning rate after the warm-up ("none": constant).
+    `label_dropout` is the probability that a class model's training slab
     has its label withheld. The validation loss is taken every `val_every` steps on the first
     `val_max_slabs` validation slabs at `val_timesteps`; the loss is shown every `log_every`.
     """
@@ -96,6 +99,7 @@ class TrainSettings:
     augment: IntensityAugment = field(default_factory=IntensityAugment)
     min_snr_gamma: float | None = None
     prediction: str = "eps"
+    lr_decay: str = "none"
     label_dropout: float = 0.2
     channels_last: bool = False
     cpu_bf16: bool | str = False
@@ -122,6 +126,8 @@ class TrainSettings:
             if not _is_number(value) or not ok(value):
                 raise ConfigError(f"prior.train.{key} must be {expected}, got {value!r}")
         _check_cpu_bf16(self.cpu_bf16)
+        if self.lr_decay not in LR_DECAYS:
+            raise ConfigError(f"prior.train.lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
         GaussianDiffusion.check_min_snr_gamma(self.min_snr_gamma)
         GaussianDiffusion.check_prediction(self.prediction)
         object.__setattr__(self, "augment", intensity_augment(self.augment))
@@ -141,8 +147,14 @@ class TrainSettings:
                    augment_rolls=augment_rolls)
 
     def lr_at(self, step: int) -> float:
-        """Learning rate of the optimiser step after `step` steps: lr * min(1, (step + 1) / warmup_steps)."""
-        return self.lr * min(1.0, (step + 1) / max(self.warmup_steps, 1))
+        """Learning rate of the optimiser step after `step` steps: lr * min(1, (step + 1) / warmup_steps),
+        times the decay after the warm-up (`lr_decay`: 1; 1 - f; (1 + cos(pi f)) / 2, with f the
+        fraction of the post-warm-up steps done)."""
+        warm = self.lr * min(1.0, (step + 1) / max(self.warmup_steps, 1))
+        if self.lr_decay == "none":
+            return warm
+        done = min(max(step - self.warmup_steps, 0) / max(self.steps - self.warmup_steps, 1), 1.0)
+        return warm * (1.0 - done if self.lr_decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * done)))
 
     def record(self, model_cfg: dict, classes: tuple[str, ...] = ()) -> dict:
         """The setting that a checkpoint and a model file store, in JSON types: a checkpoint
@@ -158,6 +170,7 @@ class TrainSettings:
             **({"augment_rolls": True} if self.augment_rolls else {}),
             **({"min_snr_gamma": float(self.min_snr_gamma)} if self.min_snr_gamma is not None else {}),
             **({"prediction": self.prediction} if self.prediction != "eps" else {}),
+            **({"lr_decay": self.lr_decay} if self.lr_decay != "none" else {}),
             **({"classes": list(classes), "label_dropout": self.label_dropout} if classes else {})})
 
 

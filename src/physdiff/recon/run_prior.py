@@ -333,11 +333,6 @@ def load_val_problems(modality: str, cfg: dict, n_val: int, *, val: str | Sequen
     return out
 
 
-def tuning_file(results: str | Path, modality: str, method: str, mask: str | None = None) -> Path:
-    """`physdiff.results.Layout.tuning` under its old name, for examples/ until they read Layout."""
-    return Layout(results).tuning(modality, method, mask)
-
-
 def validation_problems(results: str | Path, cfg: dict, modality: str, n_val: int | None = None, *,
                         solver_tuning: bool = True, mask: str | None = None) -> list[tuple[Any, np.ndarray, float | None]]:
     """The validation problems that tune_dart and tune_drift see, read from a run's `results` folder.

@@ -19,8 +19,8 @@ What it does, in order:
    gauge="min" does, no affine fit). One JSON row per sample in OUT/{split}/{sample}.json
    (a row already there is reused unless --force).
 3. A table: mean ± std SSIM and seconds per sample over the same samples, for py4DSTEM and for
-   every method in --methods whose rows the pipeline wrote (results/recon/stem/{split}/{method}/
-   {sample}.json, `snakemake results/recon/stem/test/three_pie/CoPt3_001_0.json` and so on).
+   every method in --methods whose rows the pipeline wrote (the reconstruct_baseline_stem rule's
+   metrics rows, `physdiff.results.Layout.recon`; `snakemake <that file>` writes a missing one).
 
 How py4DSTEM sees a sample (the conversions live in `export_sample`, tested without py4DSTEM):
 the same probe (our `MultisliceModel`'s, from energy, semi-angle and defocus, passed as the

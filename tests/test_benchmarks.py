@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 # the durable benchmarks (speed, memory, quality of the product); one-off studies live in studies/
 KEPT = ["adapt", "cs_vs_bart", "cuda_paths", "fvd", "mri_baselines", "multislice", "partition_memory", "prior",
-        "prior_compute", "prior_quality", "real_mri", "recon", "rule_times", "sparse_sweep", "stem_batch"]
+        "prior_compute", "prior_quality", "py4dstem_check", "real_mri", "recon", "rule_times", "sparse_sweep",
+        "stem_batch"]  # py4dstem_worker.py is py4dstem_check's worker, not a command
 SLOW_TO_IMPORT = {"cuda_paths", "multislice"}  # abTEM and its dask stack: about 10 s to start
 
 

@@ -21,9 +21,9 @@ from physdiff.recon.problems import MRIProblem
 TINY = {"dim": 8, "dim_mults": [1, 2], "attn_resolutions": [8], "temporal_attn_resolutions": [8], "image_size": 16}
 
 
-def tiny_models(n=2, padding="zeros", seed=0):
+def tiny_models(n=2, padding="zeros", seed=0, size=16):
     torch.manual_seed(seed)
-    models = [build_unet({**TINY, "padding": padding}) for _ in range(n)]
+    models = [build_unet({**TINY, "padding": padding, "image_size": size}) for _ in range(n)]
     for m in models:  # the zero-initialised output layers would make every model the same
         for p in m.parameters():
             p.data.normal_(0.0, 0.05)
@@ -242,3 +242,57 @@ def test_fits_are_made_only_at_steps_at_or_below_t_max(case):
     out = dart(tiny_models(), MRIProblem(y, mask), steps=5, eta=0.0, progress=False, adapt={"rank": 2, "t_max": 0.5})
     ts = [row["t"] for row in out.adapt["heldout"]]
     assert ts and all(t <= 500 for t in ts) and out.adapt["fits_first_pass"] == len(ts) < 5
+
+
+# --- 4D-STEM: held-out scan positions, the relative amplitude loss -------------------------------
+
+from physdiff.data.transforms import PowerTransform  # noqa: E402
+from physdiff.recon.problems import STEMProblem  # noqa: E402
+from tests.test_stem_baselines import copt3  # noqa: E402,F401
+
+
+def test_stem_fit_loss_is_the_relative_amplitude_loss_and_its_gradient(copt3):  # noqa: F811
+    geometry, truth, intensities, model = copt3
+    problem = STEMProblem(intensities, geometry, PowerTransform(float(truth.max())), device="cpu")
+    v = (0.6 * truth).clone().requires_grad_(True)
+    loss = problem.fit_loss(v)
+    loss.backward()
+    norm = float(intensities.clamp_min(0).sum())
+    assert float(loss) == pytest.approx(problem.loss(v.detach()) / norm, rel=1e-5)
+    # the same loss through autograd over the whole scan at once
+    w = (0.6 * truth).clone().requires_grad_(True)
+    predicted = model.forward(w)
+    direct = ((torch.sqrt(predicted + 1e-20) - intensities.clamp_min(0).sqrt()) ** 2).sum() / norm
+    direct.backward()
+    assert float(direct) == pytest.approx(float(loss), rel=1e-4)
+    torch.testing.assert_close(v.grad, w.grad, rtol=1e-3, atol=1e-3 * float(w.grad.abs().max()))
+
+
+def test_held_out_scan_positions_never_enter_the_first_pass(copt3):  # noqa: F811
+    geometry, truth, intensities, _ = copt3
+    transform = PowerTransform(float(truth.max()))
+    problem = STEMProblem(intensities, geometry, transform, device="cpu")
+    kept, held = problem.split_measurement(0.25, seed=3)
+    assert held.shape == geometry.scan_shape and held.sum() == round(0.25 * held.size)
+    assert kept.geometry.positions.shape == (1, int((~held).sum()), 2)
+    other = intensities.clone()
+    other[torch.as_tensor(held)] *= 3.0
+    kept_other, held_other = STEMProblem(other, geometry, transform, device="cpu").split_measurement(0.25, seed=3)
+    np.testing.assert_array_equal(held, held_other)
+    v = 0.5 * truth
+    assert float(kept.fit_loss(v)) == float(kept_other.fit_loss(v))
+    # the held-out positions score the truth as exact and a wrong potential as not
+    exact, wrong = problem.heldout_error(truth, held), problem.heldout_error(0.5 * truth, held)
+    assert exact < 1e-6 and wrong > 1e-3 and wrong > 1000 * exact
+
+
+def test_dart_with_adaptation_runs_on_a_stem_problem_and_never_changes_the_models(copt3):  # noqa: F811
+    geometry, truth, intensities, _ = copt3
+    problem = STEMProblem(intensities, geometry, PowerTransform(float(truth.max()) * 1.05, gamma=0.5), device="cpu")
+    models = tiny_models(padding="circular", size=48)
+    before = [checksum(m) for m in models]
+    result = dart(models, problem, steps=3, progress=False, adapt={"rank": 2, "lr": 1e-2, "t_max": 1.0})
+    assert [checksum(m) for m in models] == before
+    assert result.volume.shape == tuple(truth.shape) and np.isfinite(result.volume).all()
+    info = result.adapt
+    assert info["fits_first_pass"] == 3 and 0 <= info["stop"] < 3 and info["held"].shape == geometry.scan_shape

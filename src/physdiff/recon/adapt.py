@@ -4,13 +4,15 @@ Barbano et al. 2023, and D3IP, Chung & Ye 2024).
 The partition models get low-rank adapters (`physdiff.models.lora`), and at each reverse step
 `iters` Adam steps fit the adapters so that the denoised estimate of the current x_t agrees
 with the scan's own measurement: the loss is the problem's `fit_loss` of x0_hat(x_t) in data
-units (MRI: ||M F x0_hat - y||^2 / ||M y||^2). The step itself uses the eps of the first fit's
+units (MRI: ||M F x0_hat - y||^2 / ||M y||^2; 4D-STEM: the amplitude loss of Eq. (2) over
+sum_p ||sqrt(I_p)||^2). The step itself uses the eps of the first fit's
 forward pass, so a fit costs one backward pass more than a plain step, not a second forward. The base
 weights stay frozen and the adapters start at zero, so before the first step the adapted
 model is the plain one. No ground truth is used.
 
 Overfitting the measured lines (the deep-image-prior failure) is watched on lines the fit never
-sees (`physdiff.data.masks.holdout_lines`): a first pass runs DART and the fit on the measured
+sees (MRI: `physdiff.data.masks.holdout_lines`; 4D-STEM: a seeded fraction of the scan
+positions; the problem's `split_measurement`): a first pass runs DART and the fit on the measured
 lines less a held-out fraction, and after each fit records how well the adapted and the plain
 models' x0 estimates predict the held-out lines. The number of fits after which the adapted
 estimate's error relative to the plain one is lowest is the stop; the second pass, the
@@ -30,13 +32,12 @@ from physdiff.errors import ConfigError
 from physdiff.models.diffusion import GaussianDiffusion, to_data
 from physdiff.models.lora import add_adapters, check_adapter_settings
 from physdiff.models.sampling import partition_bounds, partition_devices, partition_eps
-from physdiff.recon.select import heldout_error
 
 
 @dataclass(frozen=True)
 class AdaptSettings:
     """`recon.dart.adapt`: rank and alpha of the adapters, Adam's lr, fits per reverse step,
-    the held-out fraction of the lines outside the centre band, one adapter set shared by the G
+    the held-out fraction of the lines outside the centre band (4D-STEM: of the scan positions), one adapter set shared by the G
     partitions or one each, and the fraction of the schedule (t / T at or below it) where fits
     are made."""
 
@@ -73,7 +74,7 @@ class Fitter:
     """The `before_step` hook of `reverse_diffusion` that fits the adapters at each reverse step.
 
     `max_fits` stops fitting after that many reverse steps with a fit (None: never). With
-    `held` (a held-out line mask of `problem`'s full measurement `full`) every fit records
+    `held` (the held-out lines or positions of `problem`'s full measurement `full`) every fit records
     (adapted, plain) held-out errors of the x0 estimates, the adapted one before the fit.
     """
 
@@ -117,8 +118,8 @@ class Fitter:
             if it == 0 and self.held is not None:
                 with torch.no_grad():
                     plain = self._data(self.diffusion.predict_x0(x, t, self._eps(self.plain, x, t)))
-                adapted = np.mean([heldout_error(v.detach().cpu().numpy(), self.full.y, self.held) for v in volumes])
-                base = np.mean([heldout_error(v.cpu().numpy(), self.full.y, self.held) for v in plain])
+                adapted = np.mean([self.full.heldout_error(v.detach().cpu().numpy(), self.held) for v in volumes])
+                base = np.mean([self.full.heldout_error(v.cpu().numpy(), self.held) for v in plain])
                 self.log.append({"t": int(t), "fits": self.fits, "heldout_adapted": float(adapted),
                                  "heldout_plain": float(base)})
             self.optimizer.step()

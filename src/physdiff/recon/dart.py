@@ -89,10 +89,10 @@ def dart(models: Sequence[Callable], problem, *, sampler: str = "ddim", steps: i
     from physdiff.recon.adapt import AdaptSettings, Fitter, adapted_models
 
     settings = AdaptSettings.from_dict(adapt)
-    if not hasattr(problem, "split_lines"):
-        raise ConfigError(f"recon.dart.adapt: held-out lines need a line mask (MRI); {type(problem).__name__} has none")
-    # pass 1: fit on the kept lines, watch the held-out ones, choose the stop
-    kept, held = problem.split_lines(settings.holdout, seed=seed)
+    if not (hasattr(problem, "split_measurement") and hasattr(problem, "fit_loss")):
+        raise ConfigError(f"recon.dart.adapt: {type(problem).__name__} has no held-out split or fit loss")
+    # pass 1: fit on the kept lines (4D-STEM: scan positions), watch the held-out ones, choose the stop
+    kept, held = problem.split_measurement(settings.holdout, seed=seed)
     watched, params = adapted_models(models, settings, seed)
     first = Fitter(watched, params, kept, settings, seam=seam, devices=devices, plain=models, full=problem, held=held)
     first_pass = _dart_loop(watched, kept, before_step=first, **{**options, "progress": False})

@@ -21,6 +21,7 @@ potentials in V·Å):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -32,7 +33,7 @@ from physdiff.data.transforms import IdentityTransform, PowerTransform
 from physdiff.errors import ConfigError, InputError
 from physdiff.physics.mri import MRIForward, check_mask, data_consistency, fft2c, ifft2c, zero_filled
 from physdiff.physics.multislice import MultisliceGeometry, MultisliceModel
-from physdiff.physics.stem_loss import data_loss, physics_step
+from physdiff.physics.stem_loss import data_loss, loss_and_grad, physics_step
 from physdiff.recon.mri_baselines import MRI_BASELINES
 from physdiff.recon.stem_baselines import sparse_decomposition, three_pie, torchslice
 
@@ -159,6 +160,14 @@ class MRIProblem:
         sub = MRIProblem(self.y * kept, kept, lam=self.lam, solver=self.solver, solver_params=self.solver_params)
         return sub, held
 
+    split_measurement = split_lines  # the held-out split that DART's adaptation asks any problem for
+
+    def heldout_error(self, x: Any, held: np.ndarray) -> float:
+        """Relative error of x (S, H, W) on the `held` lines of this measurement (`select.heldout_error`)."""
+        from physdiff.recon.select import heldout_error
+
+        return heldout_error(np.asarray(x, np.float32), self.y, held)
+
     def noised_consistency(self, x_net: torch.Tensor, abar: float, noise: torch.Tensor) -> torch.Tensor:
         """Data consistency on x_{t-1} as the diffusion model sees it (ours; score-based MRI solvers).
 
@@ -257,6 +266,52 @@ class STEMProblem:
 
     def finalize(self, v: torch.Tensor) -> np.ndarray:
         return self.data_step(v).detach().cpu().numpy().astype(np.float32)
+
+    def fit_loss(self, v: torch.Tensor) -> torch.Tensor:
+        """The adaptation loss of a potential v (S, H, W) in V·Å, differentiable: Eq. (2) relative
+        to the measurement, L(v) / sum_p ||sqrt(I_p)||^2 (amplitude form; I_p^2 for the intensity form).
+
+        The multislice gradient is taken batch by batch (`loss_and_grad`, one batch of waves in
+        memory) and handed on through a surrogate whose value is the loss and whose gradient in
+        v is dL/dv, so the prior's graph never holds every scan position's waves."""
+        value, grad = loss_and_grad(self.model, v.detach(), self.intensities, form=self.form,
+                                    batch_size=self.batch_size)
+        scale = self._norm()
+        grad = grad.to(v.device, v.dtype)
+        return (value + ((v - v.detach()) * grad).sum()) / scale
+
+    def _norm(self) -> float:
+        measured = self.intensities.clamp_min(0)
+        return float((measured if self.form == "amplitude" else measured**2).sum().clamp_min(1e-30))
+
+    def split_measurement(self, fraction: float, *, seed: int) -> tuple["STEMProblem", np.ndarray]:
+        """(the problem of the kept scan positions, the held-out positions (Nx, Ny) as a bool mask):
+        a seeded `fraction` of the scan positions is taken out."""
+        if not 0.0 < fraction < 1.0:
+            raise ConfigError(f"held-out fraction must lie in (0, 1), got {fraction}")
+        shape = self.geometry.scan_shape
+        n = int(np.prod(shape))
+        n_held = min(max(1, int(round(fraction * n))), n - 1)
+        held = np.zeros(n, bool)
+        held[np.random.default_rng(seed).choice(n, n_held, replace=False)] = True
+        held = held.reshape(shape)
+        return self._subset(~held), held
+
+    def _subset(self, keep: np.ndarray) -> "STEMProblem":
+        """The same problem measured at the scan positions `keep` (Nx, Ny) only, as a 1 x P scan."""
+        geometry = dataclasses.replace(self.geometry, positions=self.geometry.positions[keep][None])
+        intensities = self.intensities.reshape(*self.geometry.scan_shape, *self.geometry.detector_gpts)[
+            torch.as_tensor(keep, device=self.intensities.device)][None]
+        return STEMProblem(intensities.cpu().numpy(), geometry, self.transform, k=self.k, sparsity=self.sparsity,
+                           positivity=self.positivity, form=self.form, solver=self.solver,
+                           solver_params=self.solver_params, device=self.model.device, batch_size=self.batch_size)
+
+    def heldout_error(self, v: Any, held: np.ndarray) -> float:
+        """Relative data error of v (S, H, W) at the `held` scan positions (Eq. (2) there over
+        the measurement's own norm there)."""
+        sub = self._subset(np.asarray(held, bool))
+        potential = torch.as_tensor(np.asarray(v.detach().cpu() if torch.is_tensor(v) else v, np.float32))
+        return float(sub.loss(potential) / sub._norm())
 
     def observed(self) -> np.ndarray:
         """The measured bright-field image (scan grid)."""

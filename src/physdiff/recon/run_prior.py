@@ -31,7 +31,6 @@ from physdiff.recon.dart import dart
 from physdiff.recon.drift import check_candidates, drift, lowest_loss, physics_only, ranked, score_candidates
 from physdiff.recon.problems import MRIProblem, STEMProblem
 from physdiff.recon.run import mri_params, peak_memory_mb, reset_peak_memory, stem_params
-from physdiff.recon.select import heldout_error
 from physdiff.recon.tuning import tune_scalar
 from physdiff.results import MODALITIES, Layout
 
@@ -103,9 +102,10 @@ def run_dart(models, problem, truth: np.ndarray, *, modality: str, settings: dic
     `recon.dart.adapt` settings) the prior is adapted to the scan (`physdiff.recon.adapt`) and the
     row's method is "dart_adapt", with the chosen stop.
 
-    `heldout` F (MRI; with `adapt`, its own holdout fraction) also reconstructs from the measured
-    lines less a seeded fraction F of those outside the centre band (the split of `seed`, the same
-    for plain and adapted DART) and adds its error on the held-out lines to the row
+    `heldout` F (with `adapt`, its own holdout fraction) also reconstructs from the measurement
+    less a seeded fraction F of it (MRI: of the lines outside the centre band; 4D-STEM: of the
+    scan positions; the split of `seed`, the same for plain and adapted DART) and adds its error
+    on the held-out part to the row
     ("heldout_nmse", no ground truth needed). `kept_out`, a dict, receives that reconstruction
     ("volume") and the held-out mask ("held")."""
     device = "cuda" if torch.cuda.is_available() else None
@@ -118,10 +118,10 @@ def run_dart(models, problem, truth: np.ndarray, *, modality: str, settings: dic
     if adapt is not None:
         kept = result.adapt["kept_volume"], result.adapt["held"]
     elif heldout is not None:
-        sub, held = problem.split_lines(heldout, seed=seed)
+        sub, held = problem.split_measurement(heldout, seed=seed)
         kept = dart(models, sub, progress=False, **options).volume, held
     if kept is not None:
-        extra["heldout_nmse"] = heldout_error(kept[0], problem.y, kept[1])
+        extra["heldout_nmse"] = problem.heldout_error(kept[0], kept[1])
         if kept_out is not None:
             kept_out.update(volume=kept[0], held=kept[1])
     row = _row(modality, "dart" if adapt is None else "dart_adapt", result.volume, truth, sigma, result.seconds,

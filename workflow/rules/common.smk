@@ -242,9 +242,10 @@ DART_BASE = dart_settings(config)
 DART_ADAPT = {k: v for k, v in RECON["dart"]["adapt"].items() if k != "enabled"}
 # DART and DRIFT are tuned per MRI mask (as the baselines are); 4D-STEM's one setting is "full"
 TUNING_MASKS = "|".join([*MASK_IDS, "full"])
-MRI_DART_METHODS = ["dart", "dart_adapt"] if RECON["dart"]["adapt"]["enabled"] else ["dart"]
+# plain DART, and DART with the prior adapted to each scan (recon.dart.adapt), on both modalities
+DART_METHODS = ["dart", "dart_adapt"] if RECON["dart"]["adapt"]["enabled"] else ["dart"]
 # "DART, self-validated": per scan, the held-out check chooses among these (physdiff.recon.select)
-SELFVAL_FROM = [*MRI_DART_METHODS, "cs_l1_wavelet"]
+SELFVAL_FROM = [*DART_METHODS, "cs_l1_wavelet"]
 
 
 def mri_test_inputs(wildcards):
@@ -269,13 +270,13 @@ def prior_recon_metrics():
     for dataset, masks in MRI_SETS:
         out += expand(
             "results/recon/mri/{dataset}/{mask}/{method}/{sample}.json",
-            dataset=dataset, mask=masks, method=[*MRI_DART_METHODS, "dart_selfval", "drift", "drift_physics_only"],
+            dataset=dataset, mask=masks, method=[*DART_METHODS, "dart_selfval", "drift", "drift_physics_only"],
             sample=mri_recon_samples(dataset),
         )
     for split in ("test", "ood"):
         out += expand(
             "results/recon/stem/{split}/{method}/{sample}.json",
-            split=split, method=["dart", "drift", "drift_physics_only"], sample=stem_recon_samples(split),
+            split=split, method=[*DART_METHODS, "drift", "drift_physics_only"], sample=stem_recon_samples(split),
         )
     return out
 

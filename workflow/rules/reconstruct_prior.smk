@@ -174,18 +174,21 @@ rule reconstruct_dart_stem:
         models=expand("results/prior/stem/G{G}/g{g}/model.pt", G=DART_G["stem"], g=range(DART_G["stem"])),
         tuning="results/recon/stem/tuning/full/dart.json",
     output:
-        recon="results/recon/stem/{split}/dart/{sample}.npy",
-        metrics="results/recon/stem/{split}/dart/{sample}.json",
-        steps="results/recon/stem/{split}/dart/{sample}_steps.csv",
+        recon="results/recon/stem/{split}/{method}/{sample}.npy",
+        metrics="results/recon/stem/{split}/{method}/{sample}.json",
+        steps="results/recon/stem/{split}/{method}/{sample}_steps.csv",
     log:
-        "results/logs/recon/stem/{split}/dart/{sample}.log",
+        "results/logs/recon/stem/{split}/{method}/{sample}.log",
     benchmark:
-        "results/benchmarks/recon/stem/{split}/dart/{sample}.tsv"
+        "results/benchmarks/recon/stem/{split}/{method}/{sample}.tsv"
     wildcard_constraints:
         split="test|ood",
+        method="dart|dart_adapt",
     params:
         modality="stem",
         problem=problem_params("stem"),
+        # method dart_adapt: the prior adapted to each sample, held-out scan positions choosing the stop
+        adapt=lambda wc: DART_ADAPT if wc.method == "dart_adapt" else None,
         seed=config["seed"],
     threads: 1
     resources:

@@ -2,7 +2,7 @@
 
 Each volume's reverse loop has its own seed (the config's seed plus the volume's index, as tune_dart
 seeds its validation volumes), so the spread over the test set includes the sampler's. The rule's
-`adapt` param (method dart_adapt) adapts the prior to the scan (`physdiff.recon.adapt`); with
+`adapt` param (method dart_adapt, both modalities) adapts the prior to the scan (`physdiff.recon.adapt`); with
 `heldout` (MRI) it also reconstructs from the lines less a held-out fraction, for the self-validated
 choice (`physdiff.recon.select`), and writes that reconstruction to the `kept` output.
 """

@@ -188,19 +188,33 @@ def mean_std(values) -> str:
     return f"{values.mean():.3f} ± {values.std():.3f}" if len(values) else ""
 
 
+def label(method: str, found: list[dict]) -> str:
+    """A row's name; py4DSTEM's carries its step size and iteration count."""
+    if method != METHOD and not method.startswith(METHOD + ":"):
+        return LABELS.get(method, method)
+    steps = sorted({(r["param_step_size"], r["iterations"]) for r in found})
+    return f"{LABELS[METHOD]} ({'; '.join(f'step {s:g}, {n} iterations' for s, n in steps) or method})"
+
+
 def table(rows: dict[str, dict[str, list[dict]]], methods: list[str]) -> str:
-    """Markdown: one line per method, SSIM mean ± std and seconds per sample for each sample set."""
+    """Markdown: one line per method, SSIM mean ± std (N) and wall seconds per sample for each sample set.
+
+    py4DSTEM's seconds are the whole call (export, the worker's start and imports, the solver),
+    with the solver's own time in brackets.
+    """
     sets = list(rows)
-    head = "| method | " + " | ".join(f"{s} SSIM | {s} s/sample" for s in sets) + " |"
-    lines = [head, "|---|" + "---|---|" * len(sets)]
+    lines = ["| method | " + " | ".join(f"{s} SSIM | {s} s/sample" for s in sets) + " |",
+             "|---|" + "---|---|" * len(sets)]
     for method in methods:
         cells = []
         for s in sets:
             found = rows[s].get(method, [])
-            n = len(found)
-            cells += [f"{mean_std([r['ssim'] for r in found])} (N={n})" if n else "not run",
-                      f"{np.mean([r['wall_s'] for r in found]):.1f}" if n else ""]
-        lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+            seconds = f"{np.mean([r['wall_s'] for r in found]):.1f}" if found else ""
+            if found and "solver_s" in found[0]:
+                seconds += f" ({np.mean([r['solver_s'] for r in found]):.1f})"
+            cells += [f"{mean_std([r['ssim'] for r in found])} (N={len(found)})" if found else "not run", seconds]
+        found_any = [r for s in sets for r in rows[s].get(method, [])]
+        lines.append(f"| {label(method, found_any)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -222,6 +236,7 @@ def main() -> None:
     ap.add_argument("--no-positivity", action="store_true", help="let the potential go negative")
     ap.add_argument("--batch", type=int, default=None, help="positions per gradient step (default: the whole scan)")
     ap.add_argument("--methods", nargs="+", default=OUR_METHODS, help="our methods to put in the table")
+    ap.add_argument("--compare", nargs="*", default=[], help="--out folders of other py4DSTEM settings to tabulate")
     ap.add_argument("--python", default=str(PYTHON), help="the py4DSTEM venv's interpreter")
     ap.add_argument("--forward-check", action="store_true", help="print py4DSTEM's error at the truth and at V = 0")
     ap.add_argument("--table-only", action="store_true", help="reconstruct nothing; tabulate the rows on disk")
@@ -268,6 +283,9 @@ def main() -> None:
                 path = out / split / f"{name}.json"
                 if path.exists() and not args.force:
                     continue
+                if not lay.stem_sample(split, name).exists():
+                    print(f"{split}/{name}: no sample yet (snakemake {lay.stem_sample(split, name)})", flush=True)
+                    continue
                 sample = load_sample(lay.stem_sample(split, name))
                 potential, row = run.reconstruct_stem(sample, method=METHOD, params=params)
                 row = {"modality": "stem", "dataset": "cubic" if split == "test" else "hexagonal", "sample": name,
@@ -277,17 +295,33 @@ def main() -> None:
                 save_json(path, row)
                 print(f"{split}/{name}: SSIM {row['ssim']:.3f} in {row['wall_s']:.1f} s", flush=True)
 
+    if (out / "tuning.json").exists():
+        tuned = json.loads((out / "tuning.json").read_text())
+        for r in tuned.get("table", []):
+            print(f"tuning on {', '.join(tuned.get('samples', []))}: step size {r['value']:.3g}, validation SSIM "
+                  f"{r['ssim_mean']:.3f} at its best count {r['n_iter']} (cap {tuned['max_iter']})")
     rows: dict[str, dict[str, list[dict]]] = {}
-    for split, label in (("test", "cubic"), ("ood", "hexagonal")):
+    folders = {METHOD: out, **{f"{METHOD}:{d}": Path(d) for d in args.compare}}
+    for split, kind in (("test", "cubic"), ("ood", "hexagonal")):
+        print(f"{kind}: {', '.join(chosen[split])}")
         found: dict[str, list[dict]] = {}
-        for method in [METHOD, *args.methods]:
+        for method in [*folders, *args.methods]:
             for name in chosen[split]:
-                path = out / split / f"{name}.json" if method == METHOD else lay.recon("stem", split, method, name,
-                                                                                      suffix=".json")
+                path = folders[method] / split / f"{name}.json" if method in folders \
+                    else lay.recon("stem", split, method, name, suffix=".json")
                 if path.exists():
                     found.setdefault(method, []).append(json.loads(path.read_text()))
-        rows[f"{label} ({', '.join(chosen[split])})"] = found
-    print(table(rows, [METHOD, *args.methods]))
+        rows[kind] = found
+    methods = [*folders, *args.methods]
+    print(table(rows, methods))
+    names = [label(m, [r for found in rows.values() for r in found.get(m, [])]) for m in methods]
+    for key, fmt, what in (("ssim", ".3f", "SSIM"), ("final_loss", ".3g", "Eq. (2) data loss at the end")):
+        print(f"\n{what}, per sample:\n| sample | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(methods))
+        for kind, found in rows.items():
+            for name in chosen["test" if kind == "cubic" else "ood"]:
+                got = [next((r[key] for r in found.get(m, []) if r["sample"] == name), None) for m in methods]
+                print(f"| {name} | " + " | ".join("" if v is None else format(v, fmt) for v in got) + " |")
 
 
 if __name__ == "__main__":

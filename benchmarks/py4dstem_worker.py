@@ -21,9 +21,10 @@ object_type "complex" the angle of the transmission), `errors` (one per iteratio
 `seconds` (preprocess + reconstruct, without imports) and, with settings["store_iterations"],
 `phases_iterations` float32 (n_iter, S, H, W).
 
-The object is the whole periodic cell with no padding (object_fov_ang = extent,
-object_padding_px = 0): py4DSTEM indexes object patches modulo the object's shape, so with a
-probe window as large as the cell this is the same periodic model as the simulation's.
+The object is the whole periodic cell on the simulation grid with no padding (an initial object
+of shape (S, H, W), object_padding_px = 0): py4DSTEM indexes object patches modulo the object's
+shape, so with a probe window as large as the cell this is the same periodic model as the
+simulation's.
 """
 
 from __future__ import annotations
@@ -76,18 +77,18 @@ def run(inp: dict) -> dict:
     datacube.calibration.set_Q_pixel_size(float(1 / extent[0]))  # _CellPtychography sets both axes
     datacube.calibration.set_Q_pixel_units("A^-1")
 
-    initial = None
-    if "initial_phases" in inp:  # a start of our choosing, e.g. the truth for a check of conventions
-        phases = np.asarray(inp["initial_phases"], np.float32)
-        initial = phases if object_type == "potential" else np.exp(1j * phases).astype(np.complex64)
+    # the start is always ours (default V = 0, py4DSTEM's own): its shape is the grid's, where
+    # py4DSTEM's ceil(object_fov_ang / sampling) can round 64 up to 65
+    phases = np.asarray(inp["initial_phases"], np.float32) if "initial_phases" in inp \
+        else np.zeros((len(thickness), *gpts), np.float32)
+    initial = phases if object_type == "potential" else np.exp(1j * phases).astype(np.complex64)
 
     np.random.seed(int(settings.get("seed", 0)))  # py4DSTEM shuffles the positions with numpy's global state
     start = time.perf_counter()
     ptycho = _CellPtychography(
         energy=float(inp["energy"]), num_slices=len(thickness), slice_thicknesses=thickness[:-1],
         datacube=datacube, initial_probe_guess=np.asarray(inp["probe"], np.complex64),
-        initial_scan_positions=np.asarray(inp["positions"], float), object_fov_ang=tuple(extent),
-        object_padding_px=(0, 0), object_type=object_type, initial_object_guess=initial, extent=extent,
+        initial_scan_positions=np.asarray(inp["positions"], float), object_padding_px=(0, 0), object_type=object_type, initial_object_guess=initial, extent=extent,
         verbose=False, device="cpu",
     ).preprocess(
         # the patterns are already corner-centred: no shift, no rotation, no transpose

@@ -4,7 +4,7 @@
     python benchmarks/studies/py4dstem_gaps.py trace --method py4dstem --step-size 1 --n-iter 20 --split ood --sample Co_0001_0
     python benchmarks/studies/py4dstem_gaps.py torchslice-positivity --n-iter 60 --lr 0.9 3
 
-`trace` runs one method on one sample with its tuned settings (results/recon/stem/tuning/{method}.json;
+`trace` runs one method on one sample with its tuned settings (`Layout.tuning("stem", method)`;
 py4DSTEM's from --step-size/--n-iter, through benchmarks/py4dstem_check.py) and prints the
 phase-projection SSIM after every iteration and the loss the solver reports (Eq. 2 for ours,
 py4DSTEM's own error for py4DSTEM). --n-iter overrides the tuned count.

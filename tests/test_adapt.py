@@ -248,7 +248,7 @@ def test_fits_are_made_only_at_steps_at_or_below_t_max(case):
 
 from physdiff.data.transforms import PowerTransform  # noqa: E402
 from physdiff.recon.problems import STEMProblem  # noqa: E402
-from tests.test_stem_baselines import copt3  # noqa: E402,F401
+from test_stem_baselines import copt3  # noqa: E402,F401  (the tiny abTEM CoPt3 case, a fixture)
 
 
 def test_stem_fit_loss_is_the_relative_amplitude_loss_and_its_gradient(copt3):  # noqa: F811

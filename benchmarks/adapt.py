@@ -87,11 +87,11 @@ def main() -> None:
         adapt, seed, tuning = json.loads(args.adapt or "{}"), 0, None
         args.n = 1
     else:
-        from physdiff.config import validate_config
+        from physdiff.config import adapt_settings, validate_config
         from physdiff.results import Layout
 
         cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
-        conf = {k: v for k, v in cfg["recon"]["dart"]["adapt"].items() if k != "enabled"}
+        conf = adapt_settings(cfg)
         adapt, seed = {**conf, **json.loads(args.adapt or "{}")}, cfg["seed"]
         tuning = str(Layout(args.results).tuning("mri", "dart", args.mask))
         if not Path(tuning).is_file():

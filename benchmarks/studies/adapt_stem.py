@@ -36,19 +36,16 @@ def main(argv=None) -> None:
 
     import torch
 
-    from physdiff.config import stem_problem_config, validate_config
+    from physdiff.cli.common import dart_settings_of
+    from physdiff.config import adapt_settings, stem_problem_config, validate_config
     from physdiff.recon.run_prior import load_partition_models, load_test_problem, run_dart
     from physdiff.results import Layout
 
     torch.set_num_threads(args.threads)
     cfg = validate_config(yaml.safe_load(Path(args.config).read_text()))
     lay, rc = Layout(args.results), cfg["recon"]
-    settings = {k: rc["dart"][k] for k in ("sampler", "steps", "eta", "correction", "seam", "mean_snr", "start")}
-    tuned = lay.tuning("stem", "dart")
-    if tuned.is_file():
-        settings.update(json.loads(tuned.read_text())["settings"])
-    settings.update(json.loads(args.dart))
-    adapt = {**{k: v for k, v in rc["dart"]["adapt"].items() if k != "enabled"}, **json.loads(args.adapt)}
+    settings = {**dart_settings_of(lay, "stem", cfg), **json.loads(args.dart)}
+    adapt = {**adapt_settings(cfg), **json.loads(args.adapt)}
     solver = lay.tuning("stem", rc["drift"]["stem_solver"])
     print(f"DART {settings}\nadaptation {adapt}", flush=True)
     G = rc["partitions"]["stem"]

@@ -179,6 +179,12 @@ def dart_settings(cfg: dict) -> dict:
     return {k: cfg["recon"]["dart"][k] for k in DART_KEYS}
 
 
+def adapt_settings(cfg: dict) -> dict:
+    """Per-scan adaptation's settings (`recon.dart.adapt` without its `enabled` switch): what
+    `physdiff.recon.adapt.AdaptSettings` and `dart(adapt=...)` take."""
+    return {k: v for k, v in cfg["recon"]["dart"]["adapt"].items() if k != "enabled"}
+
+
 def mri_problem_config(cfg: dict) -> dict:
     """What `physdiff.recon.run_prior.build_problem` needs for MRI, from a validated config."""
     rc = cfg["recon"]

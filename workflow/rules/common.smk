@@ -6,7 +6,7 @@ from snakemake.exceptions import WorkflowError
 # environment, where it is not installed, find it through the symlink workflow/scripts/physdiff,
 # since Snakemake puts each script's folder on sys.path.
 
-from physdiff.config import validate_config, center_fraction, dart_settings, drift_pool_seed, mri_problem_config, prior_model_config, stem_problem_config
+from physdiff.config import validate_config, adapt_settings, center_fraction, dart_settings, drift_pool_seed, mri_problem_config, prior_model_config, stem_problem_config
 from physdiff.errors import PhysdiffError
 
 try:
@@ -239,7 +239,7 @@ def problem_params(modality):
 
 DART_BASE = dart_settings(config)
 # recon.dart.adapt without `enabled`: the settings of physdiff.recon.adapt.AdaptSettings
-DART_ADAPT = {k: v for k, v in RECON["dart"]["adapt"].items() if k != "enabled"}
+DART_ADAPT = adapt_settings(config)
 # DART and DRIFT are tuned per MRI mask (as the baselines are); 4D-STEM's one setting is "full"
 TUNING_MASKS = "|".join([*MASK_IDS, "full"])
 # plain DART, and DART with the prior adapted to each scan (recon.dart.adapt), on both modalities

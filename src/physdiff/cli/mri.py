@@ -240,7 +240,7 @@ def scan_mask(kind: str, R: int, shape: tuple[int, int, int], cfg: dict, lay: La
 def reconstruct(method: str, case: Measurement, cfg: dict, lay: Layout, *, seed: int,
                 contrast: str | None) -> np.ndarray:
     """The reconstruction (S, H, W) of one measurement with one method."""
-    from physdiff.config import mri_problem_config
+    from physdiff.config import adapt_settings, mri_problem_config
     from physdiff.recon.dart import dart
     from physdiff.recon.mri_baselines import MRI_BASELINES, REGULARISATION_PARAM
     from physdiff.recon.run import mri_params
@@ -265,7 +265,7 @@ def reconstruct(method: str, case: Measurement, cfg: dict, lay: Layout, *, seed:
                               contrast=contrast)
     check_slices(models, paths, case.y.shape[0], "--slices, mri.n_slices")
     settings = dart_settings_of(lay, "mri", cfg, mask=mask_name)
-    adapt = {k: v for k, v in rc["dart"]["adapt"].items() if k != "enabled"} if method == "dart_adapt" else None
+    adapt = adapt_settings(cfg) if method == "dart_adapt" else None
     problem = build_problem("mri", problem_cfg, kspace=case.y, mask=case.mask)
     return dart(models, problem, adapt=adapt, progress=False, **dart_options(settings, seed)).volume
 

@@ -233,6 +233,7 @@ class STEMProblem:
         self.shape = (self.geometry.n_slices, *self.geometry.gpts)
         self.eta: float | None = None  # warm-started across reverse steps
         self.last_info: dict = {}
+        self._held: tuple = (None, None)  # (held-out mask's bytes, its problem), reused across fits
         with torch.no_grad():
             self._observed = self.model.bright_field(intensities=self.intensities).cpu().numpy()
 
@@ -309,7 +310,11 @@ class STEMProblem:
     def heldout_error(self, v: Any, held: np.ndarray) -> float:
         """Relative data error of v (S, H, W) at the `held` scan positions (Eq. (2) there over
         the measurement's own norm there)."""
-        sub = self._subset(np.asarray(held, bool))
+        held = np.asarray(held, bool)
+        key = held.tobytes()
+        if self._held[0] != key:  # the adaptation's first pass asks twice per fit
+            self._held = (key, self._subset(held))
+        sub = self._held[1]
         potential = torch.as_tensor(np.asarray(v.detach().cpu() if torch.is_tensor(v) else v, np.float32))
         return float(sub.loss(potential) / sub._norm())
 
